@@ -1,0 +1,136 @@
+"""Preprocessing, defined once: training's validation and the service both use ``EvalPreset``.
+
+Train/serve skew is the classic bug of this field, so the eval pipeline is exactly torchvision's
+``ImageClassification`` preset (resize and crop on the PIL image, uint8 tensor, then normalize)
+and its parameters travel inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Eval-time resize/crop/normalisation parameters, as stored in a checkpoint."""
+
+    resize_size: int = 232
+    crop_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.crop_size <= self.resize_size:
+            raise ValueError(f"need 0 < crop_size <= resize_size, got crop {self.crop_size}, resize {self.resize_size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 channels and std > 0, got {self.mean}, {self.std}")
+        InterpolationMode(self.interpolation)  # raises ValueError naming the bad mode
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Build from the JSON object stored in a checkpoint (unknown keys are an error)."""
+        fields = {"resize_size", "crop_size", "mean", "std", "interpolation"}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys: {sorted(unknown)}")
+        args = dict(data)
+        for key in ("mean", "std"):
+            if key in args:
+                args[key] = tuple(float(v) for v in args[key])
+        return cls(**args)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class EvalPreset:
+    """PIL image -> normalised float tensor (C, H, W), the reference eval pipeline.
+
+    The work is split so the service can ship uint8 to the device and normalise there:
+    ``to_uint8`` (CPU, per image) then ``normalize`` (any device, batched).
+    """
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        self.preprocessing = preprocessing
+        self.interpolation = InterpolationMode(preprocessing.interpolation)
+        self._mean = torch.tensor(preprocessing.mean).view(-1, 1, 1)
+        self._std = torch.tensor(preprocessing.std).view(-1, 1, 1)
+
+    def to_uint8(self, img: Image.Image) -> Tensor:
+        """Resize the short side, centre-crop; uint8 (3, crop, crop)."""
+        p = self.preprocessing
+        img = F.resize(img, [p.resize_size], interpolation=self.interpolation, antialias=True)
+        img = F.center_crop(img, [p.crop_size])
+        return F.pil_to_tensor(img)
+
+    def normalize(self, batch: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """uint8 (..., 3, H, W) -> normalised ``dtype``; the maths runs in fp32 on ``batch``'s device."""
+        mean = self._mean.to(batch.device)
+        std = self._std.to(batch.device)
+        return ((batch.float() / 255.0 - mean) / std).to(dtype)
+
+    def __call__(self, img: Image.Image) -> Tensor:
+        return self.normalize(self.to_uint8(img))
+
+
+@dataclass(frozen=True)
+class TrainPreset:
+    """Training augmentation, after torchvision's reference ``ClassificationPresetTrain``."""
+
+    crop_size: int = 224
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    hflip_prob: float = 0.5
+    auto_augment: str | None = None  # "ta_wide", "ra", "augmix" or "imagenet"/"cifar10"/"svhn"
+    random_erase: float = 0.0
+    transform: v2.Compose = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transform", v2.Compose(self._build()))
+
+    def _build(self) -> list[v2.Transform]:
+        interpolation = InterpolationMode(self.interpolation)
+        steps: list[v2.Transform] = [
+            v2.PILToTensor(),
+            v2.RandomResizedCrop(self.crop_size, interpolation=interpolation, antialias=True),
+        ]
+        if self.hflip_prob > 0:
+            steps.append(v2.RandomHorizontalFlip(self.hflip_prob))
+        if self.auto_augment:
+            steps.append(_auto_augment(self.auto_augment, interpolation))
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))]
+        if self.random_erase > 0:
+            steps.append(v2.RandomErasing(p=self.random_erase))
+        return steps
+
+    def __call__(self, img: Image.Image) -> Tensor:
+        out: Tensor = self.transform(img)
+        return out
+
+
+def _auto_augment(name: str, interpolation: InterpolationMode) -> v2.Transform:
+    if name == "ta_wide":
+        return v2.TrivialAugmentWide(interpolation=interpolation)
+    if name == "ra":
+        return v2.RandAugment(interpolation=interpolation)
+    if name == "augmix":
+        return v2.AugMix(interpolation=interpolation)
+    try:
+        policy = v2.AutoAugmentPolicy(name)
+    except ValueError:
+        raise ValueError(f"unknown auto_augment {name!r}: use ta_wide, ra, augmix, imagenet, cifar10 or svhn") from None
+    return v2.AutoAugment(policy, interpolation=interpolation)
