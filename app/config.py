@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="largest decoded image, width × height")
     api_key: SecretStr | None = Field(default=None, description="when set, predict endpoints need `Bearer <key>`")
     host: str = Field(default="0.0.0.0", min_length=1, description="address to listen on")
-    port: int = Field(default=8000, ge=1, le=65535, description="port to listen on")
+    port: int = Field(default=8000, ge=0, le=65535, description="port to listen on; 0: any free port")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(default="info")
     log_format: Literal["json", "text"] = Field(default="json", description="json for log shippers, text for people")
     decode_threads: int = Field(default=2, ge=1, le=64, description="threads decoding and resizing images")

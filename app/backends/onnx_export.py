@@ -44,7 +44,7 @@ def cached_graph(checkpoint: Checkpoint, preset: EvalPreset, cache_dir: Path | N
     for directory in candidates:
         if (directory / name).is_file():
             return directory / name
-    target = _first_writable(candidates) / name
+    target = first_writable_dir(candidates) / name
     log.info("exporting the model to ONNX (once per checkpoint version)", extra={"path": str(target)})
     export_graph(checkpoint.model, preset, target)
     return target
@@ -58,7 +58,8 @@ def cache_candidates(model_path: Path, configured: Path | None) -> list[Path]:
     return [*found, Path(tempfile.gettempdir()) / "resnet50-serving-onnx"]
 
 
-def _first_writable(candidates: list[Path]) -> Path:
+def first_writable_dir(candidates: list[Path]) -> Path:
+    """The first of ``candidates`` that exists or can be made, and can be written to."""
     for directory in candidates:
         try:
             directory.mkdir(parents=True, exist_ok=True)

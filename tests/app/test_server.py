@@ -1,0 +1,83 @@
+"""The real server (``python -m app``) over real HTTP on loopback: batching, graceful drain, start-up errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.conftest import REPO, RunningServer
+
+JPEG = {"content-type": "image/jpeg"}
+
+
+async def queue_depth(client: httpx.AsyncClient) -> float:
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith("inference_queue_depth "):
+            return float(line.split()[1])
+    raise AssertionError("no inference_queue_depth in /metrics")
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests_come_back_batched(
+    server_factory: Callable[..., RunningServer], cat_jpeg: bytes
+) -> None:
+    server = server_factory(SERVE_MAX_BATCH_SIZE="8", SERVE_MAX_BATCH_DELAY_MS="300")
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        responses = await asyncio.gather(*(client.post("/predict", content=cat_jpeg, headers=JPEG) for _ in range(6)))
+        model = (await client.get("/model")).json()
+    assert [r.status_code for r in responses] == [200] * 6
+    sizes = Counter(r.json()["batch_size"] for r in responses)
+    assert all(size > 1 for size in sizes), sizes
+    assert all(count % size == 0 for size, count in sizes.items()), sizes  # whole batches only
+    assert model["backend"] == "onnxruntime"  # auto on a CPU host
+
+
+@pytest.mark.anyio
+async def test_sigterm_drains_accepted_requests_refuses_new_ones_and_exits_0(
+    server_factory: Callable[..., RunningServer], cat_jpeg: bytes
+) -> None:
+    # A long batch delay keeps the accepted requests in flight while the test sends the signal.
+    server = server_factory(SERVE_MAX_BATCH_SIZE="16", SERVE_MAX_BATCH_DELAY_MS="2500")
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        accepted = [asyncio.create_task(client.post("/predict", content=cat_jpeg, headers=JPEG)) for _ in range(3)]
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as probe:
+            while await queue_depth(probe) + len([t for t in accepted if t.done()]) < 3:
+                await asyncio.sleep(0.02)
+            server.terminate()
+            while (await probe.get("/health/ready")).status_code == 200:
+                await asyncio.sleep(0.02)
+            refused = await probe.post("/predict", content=cat_jpeg, headers=JPEG)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+        assert refused.headers["retry-after"]
+        done = await asyncio.gather(*accepted)
+    assert [r.status_code for r in done] == [200, 200, 200]
+    assert server.process.wait(timeout=60) == 0, server.log()
+    assert "draining" in server.log()
+
+
+def run_app(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SERVE_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "app"], cwd=REPO, env=environ, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_an_invalid_setting_stops_start_up_naming_the_variable(tiny_checkpoint: Path) -> None:
+    result = run_app({"SERVE_MODEL_PATH": str(tiny_checkpoint), "SERVE_MAX_BATCH_SIZE": "lots"})
+    assert result.returncode == 2
+    assert "SERVE_MAX_BATCH_SIZE='lots'" in result.stderr
+
+
+def test_a_missing_model_stops_the_server_with_exit_1(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.safetensors"
+    result = run_app({"SERVE_MODEL_PATH": str(missing), "SERVE_PORT": "0", "SERVE_LOG_FORMAT": "text"})
+    assert result.returncode == 1
+    assert f"{missing}: no such file" in result.stderr
