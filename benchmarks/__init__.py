@@ -1,0 +1,1 @@
+"""Benchmarks: the HTTP load generator and the model-only limit (see docs/benchmarks.md)."""

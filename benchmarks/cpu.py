@@ -1,0 +1,204 @@
+"""The CPU benchmark: model-only limit and service load, for both backends, in one run.
+
+    python -m benchmarks.cpu                     # writes .bench/cpu.json, prints the table and ratios
+    python -m benchmarks.cpu --duration 30 --backends onnxruntime
+
+For each backend: the model-only limit at batch sizes 1..32 (in process, no HTTP), then the real
+server (``python -m app``) under closed-loop load at 1 and N clients and open-loop load at a fixed
+rate, all in the same run so the ratios compare like with like on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.images import benchmark_jpegs
+from benchmarks.loadgen import LoadResult, build_requests, closed_loop, open_loop
+from benchmarks.model_limit import load_backend, model_limit
+from model.convert import write_random_init
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {
+    "service_vs_model_limit": 0.85,  # at N clients, against the best batch size
+    "single_client_overhead_ms": 15.0,  # p50 at 1 client minus the model's batch-1 time
+    "p99_over_p50": 2.5,  # at N clients
+    "onnx_vs_torch_service": 1.4,  # at N clients
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(model: Path, backend: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m app`` on a free loopback port; returns once it reports ready."""
+    port = free_port()
+    environ = (
+        os.environ
+        | env
+        | {
+            "SERVE_MODEL_PATH": str(model),
+            "SERVE_BACKEND": backend,
+            "SERVE_HOST": "127.0.0.1",
+            "SERVE_PORT": str(port),
+        }
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=environ, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(3000):
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}; see {log}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the server did not become ready; see {log}")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def service_load(url: str, clients: int, rate: float, duration: float, warmup: float) -> dict[str, LoadResult]:
+    requests = build_requests(url, benchmark_jpegs())
+    return {
+        "closed_1": await closed_loop(url, requests, 1, duration, warmup),
+        f"closed_{clients}": await closed_loop(url, requests, clients, duration, warmup),
+        "open": await open_loop(url, requests, rate, duration, warmup),
+    }
+
+
+def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Model-only limit, then the service under load, for one backend."""
+    built, crop = load_backend(args.model, backend)
+    limit = model_limit(built, crop)
+    del built
+    gc.collect()
+    best = max(limit, key=lambda point: point.images_per_s)
+    rate = round(args.open_fraction * best.images_per_s, 2)
+    process, url = start_server(args.model, backend, {}, args.out.with_suffix(f".{backend}.log"))
+    try:
+        load = asyncio.run(service_load(url, args.clients, rate, args.duration, args.warmup))
+    finally:
+        stop_server(process)
+    return {
+        "model_limit": [vars(point) for point in limit],
+        "best_batch_size": best.batch_size,
+        "service": {name: result.to_dict() for name, result in load.items()},
+        "ratios": ratios(limit[0].median_ms, best.images_per_s, load[f"closed_{args.clients}"], load["closed_1"]),
+    }
+
+
+def ratios(batch1_ms: float, best_images_per_s: float, loaded: LoadResult, single: LoadResult) -> dict[str, float]:
+    return {
+        "service_vs_model_limit": loaded.throughput / best_images_per_s,
+        "single_client_overhead_ms": single.p50_ms - batch1_ms,
+        "p99_over_p50": loaded.p99_ms / loaded.p50_ms,
+    }
+
+
+def report(results: dict[str, Any], clients: int) -> str:
+    """The human-readable table and the target checks."""
+    lines = []
+    for backend, r in results["backends"].items():
+        limit = ", ".join(
+            f"b{p['batch_size']}: {p['images_per_s']:.1f}/s ({p['median_ms']:.0f} ms)" for p in r["model_limit"]
+        )
+        lines.append(f"[{backend}] model-only limit: {limit}")
+        for name, s in r["service"].items():
+            lines.append(
+                f"[{backend}] {name:>9}: {s['throughput']:6.2f} req/s  p50 {s['p50_ms']:7.1f}  p95 {s['p95_ms']:7.1f}  "
+                f"p99 {s['p99_ms']:7.1f} ms  errors {s['errors']}  mean batch {s['mean_batch_size']:.2f}"
+            )
+        for name, value in r["ratios"].items():
+            lines.append(f"[{backend}] {name} = {value:.3f} (target {_target_text(name)})")
+    if "onnx_vs_torch_service" in results:
+        lines.append(
+            f"onnxruntime / torch service throughput at {clients} clients = {results['onnx_vs_torch_service']:.3f}"
+        )
+    return "\n".join(lines)
+
+
+def _target_text(name: str) -> str:
+    return f"<= {TARGETS[name]}" if name in ("single_client_overhead_ms", "p99_over_p50") else f">= {TARGETS[name]}"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": len(os.sched_getaffinity(0)),
+        "processor": platform.processor() or platform.machine(),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+    }
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=REPO / ".bench" / "random.safetensors",
+        help="checkpoint; a random-init 1000-class one is written there if missing (default: %(default)s)",
+    )
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], help="default: torch onnxruntime")
+    parser.add_argument("--clients", type=int, default=8, help="closed-loop clients for the loaded run (default: 8)")
+    parser.add_argument("--duration", type=float, default=20, help="measured seconds per load run (default: 20)")
+    parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each (default: 3)")
+    parser.add_argument(
+        "--open-fraction",
+        type=float,
+        default=0.7,
+        help="open-loop rate as a fraction of the best model-only throughput (default: 0.7)",
+    )
+    parser.add_argument("--out", type=Path, default=REPO / ".bench" / "cpu.json", help="default: %(default)s")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.model.exists():
+        write_random_init(args.model)
+    results: dict[str, Any] = {"command": " ".join(["python -m benchmarks.cpu", *(argv or sys.argv[1:])])}
+    results["machine_before"] = machine()
+    results["backends"] = {backend: bench_backend(backend, args) for backend in args.backends}
+    results["machine_after"] = machine()
+    if {"torch", "onnxruntime"} <= set(results["backends"]):
+        key = f"closed_{args.clients}"
+        torch_rps = results["backends"]["torch"]["service"][key]["throughput"]
+        results["onnx_vs_torch_service"] = results["backends"]["onnxruntime"]["service"][key]["throughput"] / torch_rps
+    args.out.write_text(json.dumps(results, indent=2))
+    print(report(results, args.clients))
+    before, after = results["machine_before"]["load_average"], results["machine_after"]["load_average"]
+    print(f"load average before {before}, after {after}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
