@@ -15,6 +15,9 @@ RUN python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb')
 FROM ${BASE_IMAGE} AS runtime
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
+# PyPI's torch is built for CUDA 13 (NVIDIA driver 580 or newer). For an older driver, take the
+# wheels from PyTorch's own index for that CUDA, e.g. https://download.pytorch.org/whl/cu126.
+ARG TORCH_INDEX_URL=https://pypi.org/simple
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -23,7 +26,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 # (python in /usr/local) and on a Debian base (python in /usr, pip installs refused by PEP 668).
 RUN python3 -m venv /opt/venv
 COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
-RUN pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" -r /tmp/requirements.txt \
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+    && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 # The weights volume is mounted on /weights; an empty named volume takes this folder's owner.
