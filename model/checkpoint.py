@@ -143,7 +143,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 def _read_metadata(path: Path, data: bytes) -> dict[str, str]:
     """Parse the safetensors header (8-byte little-endian length, then JSON) for ``__metadata__``."""
-    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
+    # A safetensors header is JSON right after its 8-byte length, whose first byte may well be 0x80.
+    if data[8:9] != b"{" and (data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"):
         raise CheckpointError(
             path, "is a pickled PyTorch file, not safetensors; convert it with `python -m model.convert`"
         )

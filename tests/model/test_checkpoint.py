@@ -121,3 +121,14 @@ def test_wrong_tensors(tiny_checkpoint: Path, tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     safetensors.torch.save_file(tensors, path, metadata=metadata)
     assert_one_line_error(path, "weights do not fit resnet50")
+
+
+def test_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = tiny_checkpoint.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = data[8 : 8 + n].rstrip(b" ")
+    padded = -(-(len(header) + 1) // 256) * 256 + 128  # JSON allows trailing spaces; length = 0x..80
+    path = tmp_path / "x80.safetensors"
+    path.write_bytes(struct.pack("<Q", padded) + header.ljust(padded) + data[8 + n :])
+    assert path.read_bytes()[:1] == b"\x80"
+    assert load_checkpoint(path).labels == TINY_LABELS
