@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
-import uuid
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
@@ -28,7 +28,7 @@ def request_id_from(scope: Scope) -> str:
             candidate = value.decode("latin-1")
             if _CLIENT_ID.fullmatch(candidate):
                 return candidate
-    return uuid.uuid4().hex
+    return f"{random.getrandbits(128):032x}"  # an identifier, not a secret: no need for os.urandom
 
 
 def route_label(scope: Scope) -> str:

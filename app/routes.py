@@ -59,7 +59,9 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_service(request: Request) -> Service:
+# Dependencies are coroutines on purpose: FastAPI runs plain functions in a thread pool, a thread
+# hand-off per request for a few attribute reads.
+async def get_service(request: Request) -> Service:
     """The app's ``Service``."""
     service: Service = request.app.state.service
     return service
@@ -68,7 +70,7 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def require_api_key(service: ServiceDep, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(service: ServiceDep, authorization: Annotated[str | None, Header()] = None) -> None:
     """Check ``Authorization: Bearer <key>`` when ``SERVE_API_KEY`` is set (constant-time compare)."""
     key = service.settings.api_key
     if key is None:

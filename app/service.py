@@ -154,11 +154,16 @@ class Service:
             if not self._in_flight:
                 self._idle.set()
 
-    async def drain(self) -> None:
-        """Turn not-ready at once, then return when every admitted request has been answered."""
+    def begin_drain(self) -> None:
+        """Turn not-ready at once: from now on new predict requests are refused with 503."""
+        if not self.draining:
+            log.info("draining: refusing new requests, finishing %d in flight", self._in_flight)
         self.draining = True
         self.metrics.ready.set(0)
-        log.info("draining: refusing new requests, finishing %d in flight", self._in_flight)
+
+    async def drain(self) -> None:
+        """Turn not-ready, then return once every admitted request has been answered."""
+        self.begin_drain()
         await self._idle.wait()
 
     def reject(self, error: ServiceError) -> ServiceError:

@@ -95,6 +95,7 @@ async def test_draining_refuses_new_requests_and_waits_for_accepted_ones(
         gated = gate_model(service)
         accepted = asyncio.create_task(client.post("/predict", content=cat_jpeg, headers=JPEG))
         await wait_entered(gated.entered)
+        service.begin_drain()
         draining = asyncio.create_task(service.drain())
         assert_error(await client.get("/health/ready"), 503, "not_ready")
         late = await client.post("/predict", content=cat_jpeg, headers=JPEG)

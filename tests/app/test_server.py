@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from tests.app.conftest import REPO, RunningServer
 
@@ -37,7 +38,7 @@ async def test_concurrent_requests_come_back_batched(
     sizes = Counter(r.json()["batch_size"] for r in responses)
     assert all(size > 1 for size in sizes), sizes
     assert all(count % size == 0 for size, count in sizes.items()), sizes  # whole batches only
-    assert model["backend"] == "onnxruntime"  # auto on a CPU host
+    assert model["backend"] == ("torch" if torch.cuda.is_available() else "onnxruntime")  # auto
 
 
 @pytest.mark.anyio
