@@ -22,6 +22,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1
+# A C++ compiler for the trainer's --compile: torch.compile builds Triton launchers and CPU kernels.
+# The base image's Debian release fixes the versions.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
 # A venv rather than the base's own site-packages: the same steps then work on the official image
 # (python in /usr/local) and on a Debian base (python in /usr, pip installs refused by PEP 668).
 RUN python3 -m venv /opt/venv
