@@ -62,7 +62,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=sorted(AMP_DTYPES), default="off", help="mixed precision (default: off)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (default: off)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (default: off)")
-    p.add_argument("--workers", type=int, help="data-loading processes per GPU (default: CPU cores / GPUs, at most 8)")
+    p.add_argument(
+        "--workers", type=int, help="loader processes per GPU (default: CPU cores / GPUs per node - 1, at most 8)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--resume", metavar="PATH|auto", help="continue from last.ckpt (auto: OUTPUT_DIR's, if any)")
