@@ -75,6 +75,11 @@ class Settings(BaseSettings):
                 f"SERVE_BACKEND=onnxruntime runs fp32 only, but SERVE_PRECISION={self.precision}: "
                 "set SERVE_PRECISION=fp32 (or auto), or SERVE_BACKEND=torch"
             )
+        if self.max_queue_size < self.max_batch_size:
+            raise ValueError(
+                f"SERVE_MAX_QUEUE_SIZE={self.max_queue_size} is below SERVE_MAX_BATCH_SIZE={self.max_batch_size}: "
+                "a full /predict/batch request could never be queued"
+            )
         return self
 
 

@@ -4,20 +4,22 @@
     python -m benchmarks.cpu --duration 30 --backends onnxruntime
 
 For each backend: the model-only limit at batch sizes 1..32 (in process, no HTTP), then the real
-server (``python -m app``) under closed-loop load at 1 and N clients and open-loop load at a fixed
-rate, all in the same run so the ratios compare like with like on a shared, noisy machine.
+server (``python -m app``) and rounds of: the model-only limit again at batch 1 and the best batch
+size (the server idle), then closed-loop load at 1 and N clients and open-loop load at a fixed rate.
+Each round's ratios compare measurements taken back to back; the medians over rounds are what count
+on a shared, noisy machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -26,9 +28,10 @@ from typing import Any
 
 import httpx
 
+from app.backends import Backend
 from benchmarks.images import benchmark_jpegs
 from benchmarks.loadgen import LoadResult, build_requests, closed_loop, open_loop
-from benchmarks.model_limit import load_backend, model_limit
+from benchmarks.model_limit import load_backend, measure, model_limit
 from model.convert import write_random_init
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,52 +98,68 @@ async def service_load(url: str, clients: int, rate: float, duration: float, war
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Model-only limit, then the service under load, for one backend."""
+    """The model-only table, then rounds of (model-only check, service load) with the server up."""
     built, crop = load_backend(args.model, backend)
-    limit = model_limit(built, crop)
-    del built
-    gc.collect()
-    best = max(limit, key=lambda point: point.images_per_s)
-    rate = round(args.open_fraction * best.images_per_s, 2)
+    table = model_limit(built, crop)
+    best_batch = max(table, key=lambda point: point.images_per_s).batch_size
     process, url = start_server(args.model, backend, {}, args.out.with_suffix(f".{backend}.log"))
     try:
-        load = asyncio.run(service_load(url, args.clients, rate, args.duration, args.warmup))
+        rounds = [run_round(built, crop, best_batch, url, args) for _ in range(args.rounds)]
     finally:
         stop_server(process)
     return {
-        "model_limit": [vars(point) for point in limit],
-        "best_batch_size": best.batch_size,
-        "service": {name: result.to_dict() for name, result in load.items()},
-        "ratios": ratios(limit[0].median_ms, best.images_per_s, load[f"closed_{args.clients}"], load["closed_1"]),
+        "model_limit": [vars(point) for point in table],
+        "best_batch_size": best_batch,
+        "rounds": rounds,
+        "median": {name: statistics.median(r["ratios"][name] for r in rounds) for name in rounds[0]["ratios"]},
+        "median_throughput": statistics.median(r["service"][f"closed_{args.clients}"]["throughput"] for r in rounds),
     }
 
 
-def ratios(batch1_ms: float, best_images_per_s: float, loaded: LoadResult, single: LoadResult) -> dict[str, float]:
+def run_round(built: Backend, crop: int, best_batch: int, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Model-only (server idle) and service load back to back, so both see the same machine load."""
+    batch1, best = measure(built, crop, 1), measure(built, crop, best_batch)
+    rate = round(args.open_fraction * best.images_per_s, 2)
+    load = asyncio.run(service_load(url, args.clients, rate, args.duration, args.warmup))
+    loaded, single = load[f"closed_{args.clients}"], load["closed_1"]
     return {
-        "service_vs_model_limit": loaded.throughput / best_images_per_s,
-        "single_client_overhead_ms": single.p50_ms - batch1_ms,
-        "p99_over_p50": loaded.p99_ms / loaded.p50_ms,
+        "model_batch1_ms": batch1.median_ms,
+        "model_best_images_per_s": best.images_per_s,
+        "service": {name: result.to_dict() for name, result in load.items()},
+        "ratios": {
+            "service_vs_model_limit": loaded.throughput / best.images_per_s,
+            "single_client_overhead_ms": single.p50_ms - batch1.median_ms,
+            "p99_over_p50": loaded.p99_ms / loaded.p50_ms,
+        },
+        "load_average": os.getloadavg()[0],
     }
 
 
 def report(results: dict[str, Any], clients: int) -> str:
-    """The human-readable table and the target checks."""
+    """The human-readable table, per round, and the medians against the targets."""
     lines = []
     for backend, r in results["backends"].items():
         limit = ", ".join(
             f"b{p['batch_size']}: {p['images_per_s']:.1f}/s ({p['median_ms']:.0f} ms)" for p in r["model_limit"]
         )
         lines.append(f"[{backend}] model-only limit: {limit}")
-        for name, s in r["service"].items():
+        for number, rnd in enumerate(r["rounds"], start=1):
             lines.append(
-                f"[{backend}] {name:>9}: {s['throughput']:6.2f} req/s  p50 {s['p50_ms']:7.1f}  p95 {s['p95_ms']:7.1f}  "
-                f"p99 {s['p99_ms']:7.1f} ms  errors {s['errors']}  mean batch {s['mean_batch_size']:.2f}"
+                f"[{backend}] round {number}: model b1 {rnd['model_batch1_ms']:.1f} ms, "
+                f"b{r['best_batch_size']} {rnd['model_best_images_per_s']:.1f}/s; load avg {rnd['load_average']:.2f}"
             )
-        for name, value in r["ratios"].items():
-            lines.append(f"[{backend}] {name} = {value:.3f} (target {_target_text(name)})")
+            for name, s in rnd["service"].items():
+                lines.append(
+                    f"[{backend}]   {name:>9}: {s['throughput']:6.2f} req/s  p50 {s['p50_ms']:7.1f}  "
+                    f"p95 {s['p95_ms']:7.1f}  p99 {s['p99_ms']:7.1f} ms  errors {s['errors']}  "
+                    f"mean batch {s['mean_batch_size']:.2f}"
+                )
+        for name, value in r["median"].items():
+            lines.append(f"[{backend}] median {name} = {value:.3f} (target {_target_text(name)})")
     if "onnx_vs_torch_service" in results:
+        ratio = results["onnx_vs_torch_service"]
         lines.append(
-            f"onnxruntime / torch service throughput at {clients} clients = {results['onnx_vs_torch_service']:.3f}"
+            f"onnxruntime / torch median service throughput at {clients} clients = {ratio:.3f} (target >= 1.4)"
         )
     return "\n".join(lines)
 
@@ -168,6 +187,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], help="default: torch onnxruntime")
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients for the loaded run (default: 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of model-only check + load (default: 3)")
     parser.add_argument("--duration", type=float, default=20, help="measured seconds per load run (default: 20)")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each (default: 3)")
     parser.add_argument(
@@ -190,9 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     results["backends"] = {backend: bench_backend(backend, args) for backend in args.backends}
     results["machine_after"] = machine()
     if {"torch", "onnxruntime"} <= set(results["backends"]):
-        key = f"closed_{args.clients}"
-        torch_rps = results["backends"]["torch"]["service"][key]["throughput"]
-        results["onnx_vs_torch_service"] = results["backends"]["onnxruntime"]["service"][key]["throughput"] / torch_rps
+        backends = results["backends"]
+        results["onnx_vs_torch_service"] = (
+            backends["onnxruntime"]["median_throughput"] / backends["torch"]["median_throughput"]
+        )
     args.out.write_text(json.dumps(results, indent=2))
     print(report(results, args.clients))
     before, after = results["machine_before"]["load_average"], results["machine_after"]["load_average"]

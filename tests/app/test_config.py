@@ -62,6 +62,13 @@ def test_onnxruntime_refuses_half_precision(monkeypatch: pytest.MonkeyPatch) -> 
         load_settings()
 
 
+def test_the_queue_must_hold_a_full_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVE_MAX_BATCH_SIZE", "32")
+    monkeypatch.setenv("SERVE_MAX_QUEUE_SIZE", "16")
+    with pytest.raises(ConfigError, match="SERVE_MAX_QUEUE_SIZE=16 is below SERVE_MAX_BATCH_SIZE=32"):
+        load_settings()
+
+
 def test_the_api_key_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SERVE_API_KEY", "x" * 10)
     monkeypatch.setenv("SERVE_PORT", "nope")
