@@ -2,9 +2,10 @@
 # Run the real container stack and check it end to end; CI runs this after scripts/test.sh.
 #   bash scripts/compose_check.sh
 # Lints the Dockerfile, the compose files and the Prometheus config and alerts; builds the image on a
-# stand-in base (Docker Hub is out of reach here); starts the api and Prometheus with the CPU override;
-# checks predictions, scraping, every dashboard and alert query, the offline no-weights message and
-# a clean SIGTERM; then `down -v` must leave nothing behind. Any failing step fails the run.
+# stand-in base (Docker Hub is out of reach here); checks the offline no-weights message; trains one
+# tiny epoch with the trainer profile into the weights volume; starts the api and Prometheus with the
+# CPU override; checks predictions, scraping, every dashboard and alert query and a clean SIGTERM;
+# then `down -v` must leave nothing behind. Any failing step fails the run.
 # Needs: apt packages docker.io, prometheus, debootstrap; the project's .venv (scripts/test.sh makes
 # it). Starts dockerd when none answers and stops it at the end, also on failure.
 set -euo pipefail
@@ -109,8 +110,34 @@ echo "$message"
 echo "$message" | grep -q "^error: no checkpoint at /weights/model.safetensors and the download failed (.*WEIGHTS_SOURCE=" ||
   fail "no clear message about providing weights"
 
-step "a test checkpoint in the weights volume"
+step "trainer profile: one tiny epoch, written into the weights volume"
 stack_up=1
+python - "$work/data" <<'EOF_PY'
+"""Two classes of 32-pixel noisy colour squares in the trainer's folder layout."""
+import pathlib, sys
+import numpy as np
+from PIL import Image
+root, rng = pathlib.Path(sys.argv[1]), np.random.default_rng(0)
+for split, count in (("train", 8), ("val", 4)):
+    for name, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        (root / split / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+EOF_PY
+chmod -R a+rX "$work/data"
+DATA_DIR="$work/data" "${compose[@]}" --profile train run --rm trainer \
+  --data-dir /data --epochs 1 --image-size 32 --batch-size 4 --workers 0
+"${compose[@]}" run --rm --no-deps api python -c '
+from pathlib import Path
+from model import load_checkpoint
+ckpt = load_checkpoint("/weights/model.safetensors")
+assert ckpt.source == "training" and sorted(ckpt.labels) == ["blue", "red"], (ckpt.source, ckpt.labels)
+missing = [f for f in ("last.ckpt", "metrics.jsonl", "results.md") if not Path("/weights", f).is_file()]
+assert not missing, f"the trainer did not write {missing}"
+print(f"the weights volume holds the trained checkpoint {ckpt.version} ({ckpt.labels})")'
+
+step "a test checkpoint in the weights volume (1000 classes, untrained)"
 "${compose[@]}" run --rm --no-deps api python -m model.convert --random-init --out /weights/model.safetensors
 
 step "up: api (CPU) and Prometheus"
