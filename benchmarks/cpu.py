@@ -40,6 +40,7 @@ TARGETS = {
     "single_client_overhead_ms": 15.0,  # p50 at 1 client minus the model's batch-1 time
     "p99_over_p50": 2.5,  # at N clients
     "onnx_vs_torch_service": 1.4,  # at N clients
+    "cpu_efficiency": 0.85,  # the first target in CPU time, which other load on the machine barely moves
 }
 
 
@@ -88,13 +89,23 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-async def service_load(url: str, clients: int, rate: float, duration: float, warmup: float) -> dict[str, LoadResult]:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of every thread of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_load(
+    process: subprocess.Popen[bytes], url: str, rate: float, args: argparse.Namespace
+) -> tuple[dict[str, LoadResult], float]:
+    """The three load runs, and the server's CPU milliseconds per request under N clients."""
     requests = build_requests(url, benchmark_jpegs())
-    return {
-        "closed_1": await closed_loop(url, requests, 1, duration, warmup),
-        f"closed_{clients}": await closed_loop(url, requests, clients, duration, warmup),
-        "open": await open_loop(url, requests, rate, duration, warmup),
-    }
+    single = asyncio.run(closed_loop(url, requests, 1, args.duration, args.warmup))
+    cpu_began = process_cpu_seconds(process.pid)
+    loaded = asyncio.run(closed_loop(url, requests, args.clients, args.duration, args.warmup))
+    cpu_ms = (process_cpu_seconds(process.pid) - cpu_began) * 1000 / max(loaded.completed, 1)
+    arrivals = asyncio.run(open_loop(url, requests, rate, args.duration, args.warmup))
+    return {"closed_1": single, f"closed_{args.clients}": loaded, "open": arrivals}, cpu_ms
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -104,7 +115,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     best_batch = max(table, key=lambda point: point.images_per_s).batch_size
     process, url = start_server(args.model, backend, {}, args.out.with_suffix(f".{backend}.log"))
     try:
-        rounds = [run_round(built, crop, best_batch, url, args) for _ in range(args.rounds)]
+        rounds = [run_round(built, crop, best_batch, (process, url), args) for _ in range(args.rounds)]
     finally:
         stop_server(process)
     return {
@@ -116,20 +127,26 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_round(built: Backend, crop: int, best_batch: int, url: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_round(
+    built: Backend, crop: int, best_batch: int, server: tuple[subprocess.Popen[bytes], str], args: argparse.Namespace
+) -> dict[str, Any]:
     """Model-only (server idle) and service load back to back, so both see the same machine load."""
     batch1, best = measure(built, crop, 1), measure(built, crop, best_batch)
     rate = round(args.open_fraction * best.images_per_s, 2)
-    load = asyncio.run(service_load(url, args.clients, rate, args.duration, args.warmup))
+    load, service_cpu_ms = service_load(*server, rate, args)
     loaded, single = load[f"closed_{args.clients}"], load["closed_1"]
     return {
         "model_batch1_ms": batch1.median_ms,
         "model_best_images_per_s": best.images_per_s,
+        "model_cpu_ms_per_image": best.cpu_ms_per_image,
+        "service_cpu_ms_per_request": service_cpu_ms,
         "service": {name: result.to_dict() for name, result in load.items()},
         "ratios": {
             "service_vs_model_limit": loaded.throughput / best.images_per_s,
             "single_client_overhead_ms": single.p50_ms - batch1.median_ms,
             "p99_over_p50": loaded.p99_ms / loaded.p50_ms,
+            # Model CPU per image over service CPU per request: barely moved by other load on the machine.
+            "cpu_efficiency": best.cpu_ms_per_image / service_cpu_ms,
         },
         "load_average": os.getloadavg()[0],
     }
@@ -146,7 +163,9 @@ def report(results: dict[str, Any], clients: int) -> str:
         for number, rnd in enumerate(r["rounds"], start=1):
             lines.append(
                 f"[{backend}] round {number}: model b1 {rnd['model_batch1_ms']:.1f} ms, "
-                f"b{r['best_batch_size']} {rnd['model_best_images_per_s']:.1f}/s; load avg {rnd['load_average']:.2f}"
+                f"b{r['best_batch_size']} {rnd['model_best_images_per_s']:.1f}/s; CPU per image: model "
+                f"{rnd['model_cpu_ms_per_image']:.1f} ms, service {rnd['service_cpu_ms_per_request']:.1f} ms; "
+                f"load avg {rnd['load_average']:.2f}"
             )
             for name, s in rnd["service"].items():
                 lines.append(

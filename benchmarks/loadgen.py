@@ -54,6 +54,7 @@ class LoadResult:
     p95_ms: float
     p99_ms: float
     mean_batch_size: float
+    completed: int  # every answered request, the warm-up's included
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -121,18 +122,18 @@ async def closed_loop(
     begin = time.perf_counter()
     measure_from, stop_at = begin + warmup_s, begin + warmup_s + duration_s
     samples: list[Sample] = []
+    warmup: list[Sample] = []
 
     async def client(index: int) -> None:
         conn, turn = Connection(url), index
         while (now := time.perf_counter()) < stop_at:
             sample = await _timed(conn, requests[turn % len(requests)], now)
             turn += clients
-            if sample.started >= measure_from:
-                samples.append(sample)
+            (samples if sample.started >= measure_from else warmup).append(sample)
         conn.close()
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return summarize("closed", samples, measure_from, clients=clients)
+    return summarize("closed", samples, measure_from, clients=clients, unmeasured=len(warmup))
 
 
 async def open_loop(url: str, requests: Sequence[bytes], rate: float, duration_s: float, warmup_s: float) -> LoadResult:
@@ -141,13 +142,13 @@ async def open_loop(url: str, requests: Sequence[bytes], rate: float, duration_s
     measure_from = begin + warmup_s
     idle: list[Connection] = []
     samples: list[Sample] = []
+    warmup: list[Sample] = []
 
     async def one(index: int, scheduled: float) -> None:
         conn = idle.pop() if idle else Connection(url)
         sample = await _timed(conn, requests[index % len(requests)], scheduled)
         idle.append(conn)
-        if scheduled >= measure_from:
-            samples.append(sample)
+        (samples if scheduled >= measure_from else warmup).append(sample)
 
     tasks = []
     for index in range(int(rate * (warmup_s + duration_s))):
@@ -157,11 +158,16 @@ async def open_loop(url: str, requests: Sequence[bytes], rate: float, duration_s
     await asyncio.gather(*tasks)
     for conn in idle:
         conn.close()
-    return summarize("open", samples, measure_from, rate=rate)
+    return summarize("open", samples, measure_from, rate=rate, unmeasured=len(warmup))
 
 
 def summarize(
-    mode: str, samples: list[Sample], measure_from: float, clients: int | None = None, rate: float | None = None
+    mode: str,
+    samples: list[Sample],
+    measure_from: float,
+    clients: int | None = None,
+    rate: float | None = None,
+    unmeasured: int = 0,
 ) -> LoadResult:
     """Throughput over the measured window and latency percentiles of the successful requests."""
     ok = [s for s in samples if s.status == 200]
@@ -181,6 +187,7 @@ def summarize(
         p95_ms=p95,
         p99_ms=p99,
         mean_batch_size=float(np.mean([s.batch_size for s in ok])) if ok else 0.0,
+        completed=len(samples) + unmeasured,
     )
 
 

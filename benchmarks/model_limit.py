@@ -28,6 +28,7 @@ class LimitPoint:
     batch_size: int
     median_ms: float
     images_per_s: float
+    cpu_ms_per_image: float  # CPU time of all the process's threads: robust to other load on the machine
 
 
 def load_backend(model_path: Path, backend: str, cache_dir: Path | None = None) -> tuple[Backend, int]:
@@ -44,13 +45,14 @@ def measure(backend: Backend, crop: int, batch_size: int, min_time_s: float = 2.
     batch = torch.randint(0, 256, (batch_size, 3, crop, crop), dtype=torch.uint8)
     backend.infer(batch)
     times: list[float] = []
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     while len(times) < min_runs or time.perf_counter() - began < min_time_s:
         start = time.perf_counter()
         backend.infer(batch)
         times.append(time.perf_counter() - start)
+    cpu_ms = (time.process_time() - cpu_began) * 1000 / (len(times) * batch_size)
     median = statistics.median(times)
-    return LimitPoint(batch_size, median * 1000, batch_size / median)
+    return LimitPoint(batch_size, median * 1000, batch_size / median, cpu_ms)
 
 
 def model_limit(backend: Backend, crop: int, batch_sizes: tuple[int, ...] = BATCH_SIZES) -> list[LimitPoint]:
