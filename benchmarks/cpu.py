@@ -131,12 +131,16 @@ def run_round(
     built: Backend, crop: int, best_batch: int, server: tuple[subprocess.Popen[bytes], str], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Model-only (server idle) and service load back to back, so both see the same machine load."""
-    batch1, best = measure(built, crop, 1), measure(built, crop, best_batch)
+    # The table's best batch size can be a fluke of a noisy moment: re-measure it beside batch 8
+    # (the service's default largest batch) and take the faster, so the limit is not understated.
+    batch1 = measure(built, crop, 1)
+    best = max((measure(built, crop, size) for size in sorted({8, best_batch})), key=lambda p: p.images_per_s)
     rate = round(args.open_fraction * best.images_per_s, 2)
     load, service_cpu_ms = service_load(*server, rate, args)
     loaded, single = load[f"closed_{args.clients}"], load["closed_1"]
     return {
         "model_batch1_ms": batch1.median_ms,
+        "model_best_batch_size": best.batch_size,
         "model_best_images_per_s": best.images_per_s,
         "model_cpu_ms_per_image": best.cpu_ms_per_image,
         "service_cpu_ms_per_request": service_cpu_ms,
@@ -163,7 +167,7 @@ def report(results: dict[str, Any], clients: int) -> str:
         for number, rnd in enumerate(r["rounds"], start=1):
             lines.append(
                 f"[{backend}] round {number}: model b1 {rnd['model_batch1_ms']:.1f} ms, "
-                f"b{r['best_batch_size']} {rnd['model_best_images_per_s']:.1f}/s; CPU per image: model "
+                f"b{rnd['model_best_batch_size']} {rnd['model_best_images_per_s']:.1f}/s; CPU per image: model "
                 f"{rnd['model_cpu_ms_per_image']:.1f} ms, service {rnd['service_cpu_ms_per_request']:.1f} ms; "
                 f"load avg {rnd['load_average']:.2f}"
             )
