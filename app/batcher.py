@@ -1,8 +1,10 @@
 """Dynamic batching, in two pieces: collecting a batch until it is full or a deadline passes, and running it.
 
-The HTTP side awaits a future per item; the compute side resolves it. Batches run one at a time on a
-single dedicated thread (the model is never called concurrently), and the next batch is collected
-while the current one runs, so the model never waits for a batch to fill when work is queued.
+The HTTP side awaits a future per item; the compute side resolves it. Batches run on dedicated
+threads, at most ``max_in_flight`` at once (1 by default: the model is never called concurrently;
+a CUDA backend takes 2 so one batch's upload overlaps the previous one's compute), and the next
+batch is collected while the current one runs, so the model never waits for a batch to fill when
+work is queued.
 This module knows nothing of HTTP, torch or metrics: it takes a ``predict_batch(list) -> list``.
 """
 
@@ -64,16 +66,20 @@ class DynamicBatcher(Generic[In, Out]):
         max_batch_size: int,
         max_batch_delay_s: float,
         max_queue_size: int,
+        max_in_flight: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_queue_size < 1 or max_batch_delay_s < 0:
-            raise ValueError("need max_batch_size >= 1, max_queue_size >= 1 and max_batch_delay_s >= 0")
+        if max_batch_size < 1 or max_queue_size < 1 or max_batch_delay_s < 0 or max_in_flight < 1:
+            raise ValueError(
+                "need max_batch_size >= 1, max_queue_size >= 1, max_batch_delay_s >= 0 and max_in_flight >= 1"
+            )
         self._predict_batch = predict_batch
         self._max_batch_size = max_batch_size
         self._max_delay_s = max_batch_delay_s
         self._max_queue_size = max_queue_size
         self._items: deque[_Pending[In, Out]] = deque()
         self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._max_in_flight = max_in_flight
+        self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="model")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -117,14 +123,13 @@ class DynamicBatcher(Generic[In, Out]):
             raise DeadlineExceeded("the request was not served before its deadline") from None
 
     async def _serve(self) -> None:
-        running: asyncio.Task[None] | None = None
+        running: set[asyncio.Task[None]] = set()
         while batch := await self._collect():
-            if running is not None:
-                await running
+            if len(running) >= self._max_in_flight:
+                _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 self._top_up(batch)  # what arrived while the model was busy joins this batch
-            running = asyncio.create_task(self._run(batch))
-        if running is not None:
-            await running
+            running.add(asyncio.create_task(self._run(batch)))
+        await asyncio.gather(*running)
 
     async def _collect(self) -> list[_Pending[In, Out]]:
         """Wait for a first item, then fill the batch until it is full or the batch delay has passed."""

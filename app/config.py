@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     inference_threads: int = Field(
         default=0, ge=0, le=256, description="intra-op threads of the model; 0: all usable cores"
     )
+    cuda_graphs: bool = Field(
+        default=True, description="CUDA only: replay one captured CUDA graph per batch bucket instead of eager"
+    )
     onnx_cache_dir: Path | None = Field(
         default=None, description="where exported ONNX graphs are kept; default beside the model"
     )

@@ -26,12 +26,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     Raises ``InvalidImage`` (unreadable), ``UnsupportedMediaType`` (a format outside the allowed
     ones) or ``ImageTooLarge`` (more than ``max_pixels`` pixels, checked before decoding).
     """
-    if not data:
-        raise InvalidImage("the image is empty")
-    img = _open(data)
-    width, height = img.size
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+    img = open_image(data, max_pixels)
     try:
         img.load()
         img = ImageOps.exif_transpose(img)
@@ -40,6 +35,17 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     # ValueError, ...); all of them mean the same thing to the client.
     except Exception as exc:
         raise InvalidImage(f"the {img.format} image could not be decoded (truncated or corrupt)") from exc
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Parse only the header of an allowed image and check its pixel count; no pixel is decoded."""
+    if not data:
+        raise InvalidImage("the image is empty")
+    img = _open(data)
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+    return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -18,7 +18,7 @@ import torch
 
 from app.backends import resolve_runtime
 from app.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, Outcome, QueueFull
-from app.classifier import Classifier, Prediction, load_classifier
+from app.classifier import Classifier, Item, Prediction, Result, load_classifier
 from app.config import ConfigError, Settings
 from app.errors import NotReady, Overloaded, RequestTimeout, ServiceError
 from app.metrics import Metrics
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Prepared:
-    tensor: torch.Tensor
+    item: Item
     decode_s: float
 
 
@@ -51,7 +51,7 @@ class Service:
         self.settings = settings
         self.metrics = Metrics()
         self.classifier: Classifier | None = None
-        self.batcher: DynamicBatcher[torch.Tensor, torch.Tensor] | None = None
+        self.batcher: DynamicBatcher[Item, Result] | None = None
         self.startup_error: Exception | None = None
         self.draining = False
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
@@ -102,6 +102,7 @@ class Service:
                 max_image_pixels=s.max_image_pixels,
                 threads=s.inference_threads,
                 onnx_cache_dir=s.onnx_cache_dir,
+                cuda_graphs=s.cuda_graphs,
             )
         except Exception as exc:
             self.startup_error = exc
@@ -120,6 +121,8 @@ class Service:
             max_batch_size=s.max_batch_size,
             max_batch_delay_s=s.max_batch_delay_ms / 1000,
             max_queue_size=s.max_queue_size,
+            # On CUDA a second batch uploads while the first computes; CPU backends use every core already.
+            max_in_flight=2 if classifier.backend.device.startswith("cuda") else 1,
         )
         self.batcher.start()
         info = classifier.describe()
@@ -175,14 +178,17 @@ class Service:
         """One result per image, in order: its predictions, or the error that image alone caused."""
         assert self.classifier is not None
         prepared = await self._prepare_all(images, deadline)
-        tensors = [p.tensor for p in prepared if isinstance(p, Prepared)]
-        outcomes = iter(await self._submit(tensors, deadline) if tensors else [])
+        items = [p.item for p in prepared if isinstance(p, Prepared)]
+        outcomes = iter(await self._submit(items, deadline) if items else [])
         results: list[Served | ServiceError] = []
         for item in prepared:
             if isinstance(item, ServiceError):
                 results.append(item)
                 continue
             outcome = next(outcomes)
+            if isinstance(outcome.value, ServiceError):  # found only when the GPU decoded the batch
+                results.append(outcome.value)
+                continue
             predictions = self.classifier.top_k(outcome.value, top_k)
             results.append(Served(predictions, item.decode_s, outcome.queue_s, outcome.run_s, outcome.batch_size))
         return results
@@ -199,17 +205,17 @@ class Service:
         assert self.classifier is not None
         started = time.perf_counter()
         try:
-            tensor = self.classifier.prepare(data)
+            item = self.classifier.prepare(data)
         except ServiceError as exc:  # this image's own problem: reported in its slot
             return exc
         elapsed = time.perf_counter() - started
         self.metrics.decode_duration.observe(elapsed)
-        return Prepared(tensor, elapsed)
+        return Prepared(item, elapsed)
 
-    async def _submit(self, tensors: list[torch.Tensor], deadline: float) -> list[Outcome[torch.Tensor]]:
+    async def _submit(self, items: list[Item], deadline: float) -> list[Outcome[Result]]:
         assert self.batcher is not None
         try:
-            outcomes = await self.batcher.submit(tensors, deadline)
+            outcomes = await self.batcher.submit(items, deadline)
         except QueueFull as exc:
             raise self.reject(Overloaded(f"too many requests queued ({exc}); retry shortly")) from None
         except DeadlineExceeded as exc:
@@ -220,7 +226,7 @@ class Service:
             self.metrics.queue_wait.observe(outcome.queue_s)
         return outcomes
 
-    def _run_batch(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _run_batch(self, images: list[Item]) -> list[Result]:
         """Runs on the model thread: one forward pass, timed."""
         assert self.classifier is not None
         started = time.perf_counter()

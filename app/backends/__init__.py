@@ -27,7 +27,7 @@ class Backend(Protocol):
     precision: str  # "fp32" | "fp16" | "bf16"
 
     def infer(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, 3, H, W) on the CPU -> fp32 probabilities (N, C) on the CPU."""
+        """uint8 (N, 3, H, W) on the CPU (or a CUDA backend's device) -> fp32 probabilities (N, C) on the CPU."""
         ...
 
     def warmup(self, max_batch_size: int) -> None:
@@ -42,6 +42,7 @@ class Runtime:
     device: str
     backend: str
     precision: str
+    decode: str = "cpu"
 
 
 def resolve_runtime(*, device: str, backend: str, precision: str, decode: str, cuda_devices: int) -> Runtime:
@@ -63,7 +64,7 @@ def resolve_runtime(*, device: str, backend: str, precision: str, decode: str, c
         raise ConfigError(
             "SERVE_DECODE=gpu needs a CUDA device, but SERVE_DEVICE resolves to cpu: set SERVE_DECODE=cpu"
         )
-    return Runtime(device=device, backend=backend, precision=precision)
+    return Runtime(device=device, backend=backend, precision=precision, decode=decode)
 
 
 def _resolve_device(device: str, cuda_devices: int) -> str:
@@ -79,9 +80,22 @@ def _resolve_device(device: str, cuda_devices: int) -> str:
 
 
 def create_backend(
-    runtime: Runtime, checkpoint: Checkpoint, preset: EvalPreset, *, threads: int, onnx_cache_dir: Path | None
+    runtime: Runtime,
+    checkpoint: Checkpoint,
+    preset: EvalPreset,
+    *,
+    threads: int,
+    onnx_cache_dir: Path | None,
+    cuda_graphs: bool = True,
 ) -> Backend:
     """Build the backend the plan names; it takes ownership of ``checkpoint.model``."""
     if runtime.backend == "onnxruntime":
         return OnnxBackend(checkpoint, preset, threads=threads, cache_dir=onnx_cache_dir)
-    return TorchBackend(checkpoint.model, preset, device=runtime.device, precision=runtime.precision, threads=threads)
+    return TorchBackend(
+        checkpoint.model,
+        preset,
+        device=runtime.device,
+        precision=runtime.precision,
+        threads=threads,
+        cuda_graphs=cuda_graphs,
+    )

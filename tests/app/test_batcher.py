@@ -36,12 +36,13 @@ class RecordingModel:
 
 
 def make_batcher(model: object, **overrides: float) -> DynamicBatcher[int, int]:
-    options = {"max_batch_size": 2, "max_batch_delay_s": 0.0, "max_queue_size": 16} | overrides
+    options = {"max_batch_size": 2, "max_batch_delay_s": 0.0, "max_queue_size": 16, "max_in_flight": 1} | overrides
     return DynamicBatcher(
         model,  # type: ignore[arg-type]
         max_batch_size=int(options["max_batch_size"]),
         max_batch_delay_s=options["max_batch_delay_s"],
         max_queue_size=int(options["max_queue_size"]),
+        max_in_flight=int(options["max_in_flight"]),
     )
 
 
@@ -202,7 +203,34 @@ async def test_the_model_runs_on_one_thread_that_is_not_the_event_loop() -> None
     assert len(threads) == 1 and threading.get_ident() not in threads
 
 
-@pytest.mark.parametrize("bad", [{"max_batch_size": 0}, {"max_queue_size": 0}, {"max_batch_delay_s": -1}])
+async def test_two_batches_in_flight_run_concurrently_and_a_third_waits() -> None:
+    entered: list[list[int]] = []
+    both_in = threading.Event()
+    two_running = threading.Barrier(2, timeout=30)  # breaks (and fails the batch) unless both run at once
+    release = threading.Event()
+
+    def model(items: list[int]) -> list[int]:
+        entered.append(list(items))
+        if len(entered) <= 2:
+            two_running.wait()
+            both_in.set()
+            release.wait(timeout=30)
+        return [10 * item for item in items]
+
+    batcher = make_batcher(model, max_batch_size=1, max_in_flight=2)
+    futures = batcher.submit_nowait([1, 2, 3], deadline())
+    batcher.start()
+    assert await asyncio.get_running_loop().run_in_executor(None, both_in.wait, 30)
+    assert sorted(entered) == [[1], [2]]  # the third batch waits for a free slot
+    release.set()
+    assert [(await f).value for f in futures] == [10, 20, 30]
+    await batcher.stop()
+    assert sorted(entered) == [[1], [2], [3]]
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_batch_size": 0}, {"max_queue_size": 0}, {"max_batch_delay_s": -1}, {"max_in_flight": 0}]
+)
 async def test_invalid_limits_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         make_batcher(RecordingModel(), **bad)

@@ -82,7 +82,7 @@ def test_the_api_key_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         (("auto", "auto", "auto", "cpu"), 0, Runtime("cpu", "onnxruntime", "fp32")),
         (("auto", "auto", "auto", "cpu"), 1, Runtime("cuda:0", "torch", "fp16")),
-        (("cuda", "auto", "bf16", "gpu"), 2, Runtime("cuda:0", "torch", "bf16")),
+        (("cuda", "auto", "bf16", "gpu"), 2, Runtime("cuda:0", "torch", "bf16", "gpu")),
         (("cuda:1", "torch", "fp32", "cpu"), 2, Runtime("cuda:1", "torch", "fp32")),
         (("cpu", "torch", "auto", "cpu"), 1, Runtime("cpu", "torch", "fp32")),
         (("cpu", "torch", "bf16", "cpu"), 0, Runtime("cpu", "torch", "bf16")),
