@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from app.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from model.images import upright_rgb
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 # Formats Pillow cannot open at all but that clients commonly send: named so the answer is a 415.
 _FOREIGN_SIGNATURES = ((4, b"ftypheic", "HEIC"), (4, b"ftypheix", "HEIC"), (4, b"ftypmif1", "HEIF"))
 
@@ -29,8 +27,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     img = open_image(data, max_pixels)
     try:
         img.load()
-        img = ImageOps.exif_transpose(img)
-        return to_rgb(img)
+        return upright_rgb(img)
     # Pillow reports corrupt data through many exception types (OSError, SyntaxError, struct.error,
     # ValueError, ...); all of them mean the same thing to the client.
     except Exception as exc:
@@ -46,28 +43,6 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
     return img
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any pixel mode -> 8-bit RGB: 16-bit scaled down, alpha composited on white, CMYK/palette converted."""
-    if img.mode in _SIXTEEN_BIT_MODES:
-        img = _sixteen_to_eight_bit(img)
-    elif img.mode == "F":
-        img = img.convert("L")
-    if img.mode == "RGB":
-        return img
-    if img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def _sixteen_to_eight_bit(img: Image.Image) -> Image.Image:
-    # Pillow's own conversion clips 16-bit values at 255, which turns most pictures white.
-    values = np.asarray(img).astype(np.float32)
-    scaled = np.clip(values, 0, 65535) / 257.0
-    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 
 def _open(data: bytes) -> Image.Image:

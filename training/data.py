@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from model.images import upright_rgb
 
 log = logging.getLogger(__name__)
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -103,14 +105,10 @@ def _few(names: list[str], limit: int = 5) -> str:
 
 
 def read_rgb(path: str) -> Image.Image:
-    """Decode as the service does: EXIF orientation applied, alpha composited on white, RGB."""
+    """Decode exactly as the service does (``model.images.upright_rgb``)."""
     with Image.open(path) as raw:
-        img = ImageOps.exif_transpose(raw)
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return img.convert("RGB")
+        raw.load()
+        return upright_rgb(raw)
 
 
 _warned: set[str] = set()
