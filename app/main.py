@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.admission import Admission
 from app.config import Settings, load_settings
 from app.errors import install_error_handlers
 from app.middleware import RequestContextMiddleware
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="ResNet-50 inference service", version="0.1.0", description=DESCRIPTION, lifespan=service.lifespan
     )
     app.state.service = service
+    app.state.admission = Admission.for_queue(settings.max_queue_size, settings.max_batch_size)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=service.metrics)
     app.include_router(router)

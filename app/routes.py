@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.requests import ClientDisconnect
 
-from app.errors import InvalidParameter, MissingFile, NotReady, ServiceError, Unauthorized
+from app.admission import Admission
+from app.disconnects import unless_disconnected
+from app.errors import InvalidParameter, MissingFile, NotReady, Overloaded, ServiceError, Unauthorized
 from app.metrics import CONTENT_TYPE
 from app.schemas import (
     BatchItem,
@@ -70,6 +75,15 @@ async def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
+async def get_admission(request: Request) -> Admission:
+    """The app's ``Admission`` (load shedding before the body is read)."""
+    admission: Admission = request.app.state.admission
+    return admission
+
+
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
+
+
 async def require_api_key(service: ServiceDep, authorization: Annotated[str | None, Header()] = None) -> None:
     """Check ``Authorization: Bearer <key>`` when ``SERVE_API_KEY`` is set (constant-time compare)."""
     key = service.settings.api_key
@@ -85,11 +99,14 @@ TopK = Annotated[int, Query(ge=1, le=100, description="how many classes to retur
 
 
 @router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, openapi_extra=SINGLE_IMAGE_BODY)
-async def predict(request: Request, response: Response, service: ServiceDep, _: Authorized, top_k: TopK = 5) -> Any:
+async def predict(
+    request: Request, response: Response, service: ServiceDep, admission: AdmissionDep, _: Authorized, top_k: TopK = 5
+) -> Any:
     """Classify one image: multipart field `file`, or the raw bytes with an image content type."""
     async with service.accepting():
-        upload = await read_single_upload(request, service.settings.max_upload_bytes)
-        (result,) = await service.classify([upload.data], top_k, _deadline(request, service))
+        with _admitted(service, admission, 1):
+            upload = await read_single_upload(request, service.settings.max_upload_bytes)
+            (result,) = await _classify(request, service, [upload.data], top_k)
     if isinstance(result, ServiceError):
         raise result
     timing = _timing(request, [result])
@@ -105,17 +122,19 @@ async def predict(request: Request, response: Response, service: ServiceDep, _: 
 
 @router.post("/predict/batch", response_model=BatchResponse, responses=PREDICT_ERRORS, openapi_extra=BATCH_BODY)
 async def predict_batch(
-    request: Request, response: Response, service: ServiceDep, _: Authorized, top_k: TopK = 5
+    request: Request, response: Response, service: ServiceDep, admission: AdmissionDep, _: Authorized, top_k: TopK = 5
 ) -> Any:
     """Classify several images (repeated multipart field `files`); a bad file fails only its own slot."""
     limit = service.settings.max_batch_size
     async with service.accepting():
-        uploads = await read_multipart_files(request, "files", service.settings.max_upload_bytes)
-        if not uploads:
-            raise MissingFile("the multipart body has no `files` field")
-        if len(uploads) > limit:
-            raise InvalidParameter(f"{len(uploads)} files sent; at most {limit} per request (SERVE_MAX_BATCH_SIZE)")
-        results = await service.classify([u.data for u in uploads], top_k, _deadline(request, service))
+        with _admitted(service, admission, 1):
+            uploads = await read_multipart_files(request, "files", service.settings.max_upload_bytes)
+            if not uploads:
+                raise MissingFile("the multipart body has no `files` field")
+            if len(uploads) > limit:
+                raise InvalidParameter(f"{len(uploads)} files sent; at most {limit} per request (SERVE_MAX_BATCH_SIZE)")
+            with _admitted(service, admission, len(uploads) - 1):
+                results = await _classify(request, service, [u.data for u in uploads], top_k)
     served = [r for r in results if isinstance(r, Served)]
     timing = _timing(request, served)
     response.headers["Server-Timing"] = _server_timing(timing)
@@ -160,6 +179,30 @@ async def model_info(service: ServiceDep) -> ModelInfo:
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics, text exposition format."""
     return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@contextmanager
+def _admitted(service: Service, admission: Admission, images: int) -> Iterator[None]:
+    """Hold places for ``images`` more images, or refuse the request as ``overloaded`` before reading on."""
+    try:
+        admission.acquire(images)
+    except Overloaded as exc:
+        raise service.reject(exc) from None
+    try:
+        yield
+    finally:
+        admission.release(images)
+
+
+async def _classify(
+    request: Request, service: Service, images: Sequence[bytes], top_k: int
+) -> list[Served | ServiceError]:
+    """``service.classify``, cancelled (its queued images dropped) if the client disconnects meanwhile."""
+    try:
+        return await unless_disconnected(request.receive, service.classify(images, top_k, _deadline(request, service)))
+    except ClientDisconnect:
+        service.metrics.rejections.labels(reason="disconnected").inc()
+        raise
 
 
 def _deadline(request: Request, service: Service) -> float:
