@@ -17,9 +17,14 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms import functional as F
+from torchvision.transforms.functional import pil_modes_mapping
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Resize-then-crop materialises the whole resized image: for an extreme aspect ratio (a 1x200000
+# strip is a few hundred bytes of PNG) that is gigabytes. Past this many resized pixels only the
+# region the crop keeps is resized, which agrees with the reference within one grey level.
+MAX_RESIZED_PIXELS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -66,24 +71,52 @@ class EvalPreset:
     def __init__(self, preprocessing: Preprocessing) -> None:
         self.preprocessing = preprocessing
         self.interpolation = InterpolationMode(preprocessing.interpolation)
-        self._mean = torch.tensor(preprocessing.mean).view(-1, 1, 1)
-        self._std = torch.tensor(preprocessing.std).view(-1, 1, 1)
+        self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def to_uint8(self, img: Image.Image) -> Tensor:
         """Resize the short side, centre-crop; uint8 (3, crop, crop)."""
         p = self.preprocessing
+        width, height = _resized_size(img.size, p.resize_size)
+        if width * height > MAX_RESIZED_PIXELS:
+            return F.pil_to_tensor(self._resize_kept_region(img, width, height))
         img = F.resize(img, [p.resize_size], interpolation=self.interpolation, antialias=True)
         img = F.center_crop(img, [p.crop_size])
         return F.pil_to_tensor(img)
 
+    def _resize_kept_region(self, img: Image.Image, width: int, height: int) -> Image.Image:
+        """What resizing to ``width`` x ``height`` then centre-cropping gives, resizing only the kept region."""
+        crop = self.preprocessing.crop_size
+        left, top = round((width - crop) / 2), round((height - crop) / 2)  # as F.center_crop places it
+        scale_x, scale_y = img.width / width, img.height / height
+        box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
+        return img.resize((crop, crop), pil_modes_mapping[self.interpolation], box=box)
+
     def normalize(self, batch: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """uint8 (..., 3, H, W) -> normalised ``dtype``; the maths runs in fp32 on ``batch``'s device."""
-        mean = self._mean.to(batch.device)
-        std = self._std.to(batch.device)
+        mean, std = self._device_constants(batch.device)
         return ((batch.float() / 255.0 - mean) / std).to(dtype)
+
+    def _device_constants(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        # Kept per device: a host-to-device copy on every call would be wasted work, and is not
+        # allowed at all while a CUDA graph is being captured.
+        if device not in self._constants:
+            p = self.preprocessing
+            self._constants[device] = (
+                torch.tensor(p.mean, device=device).view(-1, 1, 1),
+                torch.tensor(p.std, device=device).view(-1, 1, 1),
+            )
+        return self._constants[device]
 
     def __call__(self, img: Image.Image) -> Tensor:
         return self.normalize(self.to_uint8(img))
+
+
+def _resized_size(size: tuple[int, int], resize_size: int) -> tuple[int, int]:
+    """The (width, height) that resizing the short side to ``resize_size`` gives, as torchvision computes it."""
+    width, height = size
+    short, long = sorted((width, height))
+    new_long = int(resize_size * long / short)
+    return (resize_size, new_long) if width <= height else (new_long, resize_size)
 
 
 @dataclass(frozen=True)
