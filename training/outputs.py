@@ -29,8 +29,17 @@ def check_output_dir(output_dir: Path, resume: str | None, ctx: DistContext) -> 
                 f"{output_dir} already holds a run ({LAST}); add --resume auto to continue it "
                 "or choose another --output-dir"
             )
+        remove_unfinished_writes(output_dir)
 
     on_main(check, ctx)
+
+
+def remove_unfinished_writes(output_dir: Path) -> None:
+    """Delete the temporary files of checkpoint writes a killed run never finished (each up to a
+    checkpoint's size; the finished files they would have replaced are intact)."""
+    for name in (LAST, BEST):
+        for partial in output_dir.glob(f".{name}.*.tmp"):
+            partial.unlink(missing_ok=True)
 
 
 def save_epoch_outputs(
