@@ -12,7 +12,11 @@ from app.errors import Overloaded
 
 
 class Admission:
-    """Counts the images between admission and answer: being read, decoded, queued or in the model."""
+    """Counts the images between admission and answer: being decoded, queued or in the model.
+
+    A request is checked before its body is read and holds its places once the body is in, so a slow
+    upload takes no place from others.
+    """
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -25,10 +29,14 @@ class Admission:
         """What the batcher holds when full: the queue, the batch being collected and the batch running."""
         return cls(max_queue_size + 2 * max_batch_size)
 
-    def acquire(self, images: int) -> None:
-        """Take ``images`` places, or raise ``Overloaded`` at once if they do not fit."""
+    def check(self, images: int) -> None:
+        """Raise ``Overloaded`` if ``images`` more would not fit now (nothing is taken)."""
         if self.held + images > self.limit:
             raise Overloaded(f"{self.held} images are already in progress, at most {self.limit}; retry shortly")
+
+    def acquire(self, images: int) -> None:
+        """Take ``images`` places, or raise ``Overloaded`` at once if they do not fit."""
+        self.check(images)
         self.held += images
 
     def release(self, images: int) -> None:

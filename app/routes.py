@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
 from app.admission import Admission
 from app.disconnects import unless_disconnected
-from app.errors import InvalidParameter, MissingFile, NotReady, Overloaded, ServiceError, Unauthorized
+from app.errors import (
+    InvalidParameter,
+    MissingFile,
+    NotReady,
+    Overloaded,
+    RequestTimeout,
+    ServiceError,
+    Unauthorized,
+)
 from app.metrics import CONTENT_TYPE
 from app.schemas import (
     BatchItem,
@@ -31,6 +40,7 @@ from app.service import Served, Service
 from app.uploads import read_multipart_files, read_single_upload
 
 router = APIRouter()
+T = TypeVar("T")
 
 _BINARY = {"type": "string", "format": "binary"}
 SINGLE_IMAGE_BODY: dict[str, Any] = {
@@ -104,8 +114,10 @@ async def predict(
 ) -> Any:
     """Classify one image: multipart field `file`, or the raw bytes with an image content type."""
     async with service.accepting():
+        _refuse_if_full(service, admission, 1)
+        reading = read_single_upload(request, service.settings.max_upload_bytes)
+        upload = await _within_deadline(request, service, reading)
         with _admitted(service, admission, 1):
-            upload = await read_single_upload(request, service.settings.max_upload_bytes)
             (result,) = await _classify(request, service, [upload.data], top_k)
     if isinstance(result, ServiceError):
         raise result
@@ -127,14 +139,15 @@ async def predict_batch(
     """Classify several images (repeated multipart field `files`); a bad file fails only its own slot."""
     limit = service.settings.max_batch_size
     async with service.accepting():
-        with _admitted(service, admission, 1):
-            uploads = await read_multipart_files(request, "files", service.settings.max_upload_bytes)
-            if not uploads:
-                raise MissingFile("the multipart body has no `files` field")
-            if len(uploads) > limit:
-                raise InvalidParameter(f"{len(uploads)} files sent; at most {limit} per request (SERVE_MAX_BATCH_SIZE)")
-            with _admitted(service, admission, len(uploads) - 1):
-                results = await _classify(request, service, [u.data for u in uploads], top_k)
+        _refuse_if_full(service, admission, 1)
+        reading = read_multipart_files(request, "files", service.settings.max_upload_bytes)
+        uploads = await _within_deadline(request, service, reading)
+        if not uploads:
+            raise MissingFile("the multipart body has no `files` field")
+        if len(uploads) > limit:
+            raise InvalidParameter(f"{len(uploads)} files sent; at most {limit} per request (SERVE_MAX_BATCH_SIZE)")
+        with _admitted(service, admission, len(uploads)):
+            results = await _classify(request, service, [u.data for u in uploads], top_k)
     served = [r for r in results if isinstance(r, Served)]
     timing = _timing(request, served)
     response.headers["Server-Timing"] = _server_timing(timing)
@@ -181,9 +194,20 @@ async def metrics(service: ServiceDep) -> Response:
     return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
 
+def _refuse_if_full(service: Service, admission: Admission, images: int) -> None:
+    """Refuse the request as ``overloaded`` before a byte of its body is read if ``images`` would not fit."""
+    try:
+        admission.check(images)
+    except Overloaded as exc:
+        raise service.reject(exc) from None
+
+
 @contextmanager
 def _admitted(service: Service, admission: Admission, images: int) -> Iterator[None]:
-    """Hold places for ``images`` more images, or refuse the request as ``overloaded`` before reading on."""
+    """Hold places for ``images`` read images until they are answered, or refuse them as ``overloaded``.
+
+    Places are taken only once the body is in, so a slow upload holds none.
+    """
     try:
         admission.acquire(images)
     except Overloaded as exc:
@@ -192,6 +216,15 @@ def _admitted(service: Service, admission: Admission, images: int) -> Iterator[N
         yield
     finally:
         admission.release(images)
+
+
+async def _within_deadline(request: Request, service: Service, reading: Awaitable[T]) -> T:
+    """Read the body, or answer 504 ``timeout`` if it has not arrived by the request's deadline."""
+    try:
+        async with asyncio.timeout(_deadline(request, service) - time.monotonic()):
+            return await reading
+    except TimeoutError:
+        raise service.reject(RequestTimeout("the request body did not arrive before the request's deadline")) from None
 
 
 async def _classify(
