@@ -67,7 +67,13 @@ class Classifier:
         or, when decoding on the GPU, the checked JPEG itself."""
         if self.decode_on_device:
             header = open_image(data, self.max_image_pixels)
-            if header.format == "JPEG" and header.mode in _GPU_DECODABLE_MODES:
+            # An extreme aspect ratio would make the GPU resize the whole strip: the CPU path resizes
+            # only the region the crop keeps.
+            if (
+                header.format == "JPEG"
+                and header.mode in _GPU_DECODABLE_MODES
+                and self.preset.resizes_whole(header.size)
+            ):
                 return EncodedJpeg(data)
         return self.decode_on_cpu(data)
 

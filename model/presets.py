@@ -73,12 +73,16 @@ class EvalPreset:
         self.interpolation = InterpolationMode(preprocessing.interpolation)
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
+    def resizes_whole(self, size: tuple[int, int]) -> bool:
+        """Whether an image of ``size`` is resized whole; past ``MAX_RESIZED_PIXELS`` only the kept region is."""
+        width, height = _resized_size(size, self.preprocessing.resize_size)
+        return width * height <= MAX_RESIZED_PIXELS
+
     def to_uint8(self, img: Image.Image) -> Tensor:
         """Resize the short side, centre-crop; uint8 (3, crop, crop)."""
         p = self.preprocessing
-        width, height = _resized_size(img.size, p.resize_size)
-        if width * height > MAX_RESIZED_PIXELS:
-            return F.pil_to_tensor(self._resize_kept_region(img, width, height))
+        if not self.resizes_whole(img.size):
+            return F.pil_to_tensor(self._resize_kept_region(img, *_resized_size(img.size, p.resize_size)))
         img = F.resize(img, [p.resize_size], interpolation=self.interpolation, antialias=True)
         img = F.center_crop(img, [p.crop_size])
         return F.pil_to_tensor(img)

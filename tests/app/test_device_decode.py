@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from app.backends.torch_backend import TorchBackend
 from app.classifier import Classifier, EncodedJpeg
@@ -34,6 +35,12 @@ def test_only_rgb_and_grey_jpegs_are_left_for_the_device(classifier: Classifier)
     for other in (encode(cat.convert("CMYK"), "JPEG"), encode(cat, "PNG"), encode(cat, "WEBP")):
         prepared = classifier.prepare(other)
         assert isinstance(prepared, torch.Tensor) and prepared.dtype == torch.uint8
+
+
+def test_an_extreme_aspect_ratio_takes_the_cpu_path(classifier: Classifier) -> None:
+    strip = encode(Image.new("RGB", (60_000, 8), "red"), "JPEG")
+    prepared = classifier.prepare(strip)
+    assert isinstance(prepared, torch.Tensor) and prepared.shape == (3, 64, 64)
 
 
 def test_header_limits_still_apply_before_deferring(classifier: Classifier) -> None:
