@@ -1,0 +1,102 @@
+"""The reliability suite: bad input and fuzzing, overload, disconnects, graceful shutdown, soak, faults,
+training faults and access, each against real servers on loopback.
+
+    python -m benchmarks.reliability --full   # ~25 min on 2 cores; writes docs/reliability.md's figures
+    python -m benchmarks.reliability          # the CI-sized run (a few minutes); prints, leaves the docs alone
+    python -m benchmarks.reliability --only overload soak
+
+Every run also writes its raw results to .bench/reliability.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.reliability import report, suite
+
+REPO = Path(__file__).resolve().parents[2]
+SECTIONS = ("bad_input", "overload", "disconnects", "shutdown", "soak", "faults", "training", "static")
+
+
+def run(profile: suite.Profile, work: suite.Workspace, only: set[str]) -> dict[str, Any]:
+    """Each chosen section in turn; capacity from the overload section sizes shutdown and soak."""
+    results: dict[str, Any] = {}
+    capacity: float | None = None
+
+    def timed(name: str, section: Any, *args: Any) -> Any:
+        began = time.monotonic()
+        print(f"[{name}] running", flush=True)
+        value = suite.as_plain(section(*args))
+        print(f"[{name}] done in {time.monotonic() - began:.0f} s", flush=True)
+        results[name] = value
+        return value
+
+    if "bad_input" in only:
+        combined = timed("bad_input", suite.section_bad_input_and_access, profile, work)
+        results["bad_input"] = combined  # the auth cases ride along with it
+    if only & {"overload", "shutdown", "soak"}:
+        capacity = timed("overload", suite.section_overload, profile, work)["capacity_rps"]
+    for name, section in (("disconnects", suite.section_disconnects), ("faults", suite.section_faults),
+                          ("training", suite.section_training)):  # fmt: skip
+        if name in only:
+            timed(name, section, profile, work)
+    for name, section in (("shutdown", suite.section_shutdown), ("soak", suite.section_soak)):
+        if name in only and capacity is not None:
+            timed(name, section, profile, work, capacity)
+    if "static" in only:
+        timed("static", suite.section_static)
+    return results
+
+
+def header(command: str, load_before: tuple[float, ...], elapsed_s: float) -> str:
+    cores = len(os.sched_getaffinity(0))
+    return (
+        f"Measured {datetime.now(UTC):%Y-%m-%d} with `{command}` in {elapsed_s / 60:.0f} min on "
+        f"{cores} shared CPU cores ({platform.processor() or platform.machine()}, Python {platform.python_version()}); "
+        f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}. Servers are `python -m app` with "
+        "its defaults (ONNX Runtime, batches of up to 8, queue of 64, 30 s deadline) on a 3-class ResNet-50 "
+        "with the standard 224-pixel preprocessing."
+    )
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="full size, and write docs/reliability.md's figures")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections (default: all)")
+    parser.add_argument("--out", type=Path, default=REPO / ".bench" / "reliability.json", help="default: %(default)s")
+    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "reliability.md", help="default: %(default)s")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every server this run started is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    command = " ".join(["python -m benchmarks.reliability", *(argv if argv is not None else sys.argv[1:])])
+    load_before, began = os.getloadavg(), time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
+        profile = suite.FULL if args.full else suite.QUICK
+        results = run(profile, suite.Workspace(Path(tmp)), set(args.only or SECTIONS))
+    results["header"] = header(command, load_before, time.monotonic() - began)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1, default=str))
+    block = report.render(results)
+    print(block)
+    if args.full and not args.only:
+        report.write_into(args.doc, block)
+        print(f"wrote the figures into {args.doc}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

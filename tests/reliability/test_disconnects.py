@@ -1,0 +1,155 @@
+"""Deadlines and disconnects: clients that hang up while queued cost no model time and are counted, slow
+uploads hold no place and meet their deadline, and nothing leaks: descriptors and threads of the real
+server, asyncio tasks of a server run in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from unittest.mock import ANY
+
+import pytest
+import uvicorn
+
+from app.batcher import DynamicBatcher, Outcome
+from app.config import Settings
+from app.main import create_app
+from app.service import Service as AppService
+from benchmarks.images import benchmark_jpegs
+from benchmarks.reliability.disconnects import run_disconnects
+from benchmarks.reliability.service import Service, free_port
+from benchmarks.reliability.suite import DISCONNECT_ENV
+from benchmarks.reliability.traffic import request_bytes
+from tests.app.conftest import gate_model, serve_in_process
+from tests.app.test_api_lifecycle import wait_entered
+from tests.reliability.conftest import app_metric
+
+SERVER_ENV = DISCONNECT_ENV
+JPEG = {"content-type": "image/jpeg"}
+
+
+@pytest.mark.slow
+def test_clients_that_hang_up_cost_no_model_time_and_leak_nothing(server: Service) -> None:
+    result = run_disconnects(server, benchmark_jpegs()[0], rounds=3, per_round=8, dropped=5, mid_uploads=5, stalled=5)
+    assert result.model_images == result.expected_model_images == 10  # the 9 that stayed and 1 sent meanwhile
+    assert result.answered == {200: 9}
+    assert result.counted_disconnects == 15
+    assert result.counted_mid_upload == 5
+    assert result.stalled_answers == {504: 5} and result.served_while_stalled == 200
+    assert result.fds[1] <= result.fds[0]
+    assert result.threads[1] == result.threads[0]
+    assert result.rss_mib[1] - result.rss_mib[0] < 32
+    assert server.tracebacks() == []
+
+
+async def _open(port: int, payload: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    return reader, writer
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_disconnect_while_queued_leaves_no_task_behind(tiny_checkpoint: Path, anyio_backend: str) -> None:
+    """uvicorn in this process, over real loopback HTTP: the model is held busy, three queued clients hang
+    up, and afterwards the model has run only the others and the event loop holds no extra task."""
+    before_server = set(asyncio.all_tasks())
+    settings = Settings(model_path=tiny_checkpoint, backend="torch", device="cpu", max_batch_size=1, decode_threads=1)
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    serving = asyncio.create_task(server.serve())
+    service: AppService = app.state.service
+    while not server.started:
+        await asyncio.sleep(0.01)
+    await service.wait_loaded()
+    idle = len(asyncio.all_tasks())
+    url, body = f"http://127.0.0.1:{port}", benchmark_jpegs()[0]
+    gated = gate_model(service)
+    first = await _open(port, request_bytes(url, body, "first"))
+    await wait_entered(gated.entered)
+    queued = [await _open(port, request_bytes(url, body, f"queued-{i}")) for i in range(4)]
+    while app_metric(service, "inference_decode_duration_seconds_count") < 5:
+        await asyncio.sleep(0.01)
+    for _, writer in queued[:3]:
+        writer.transport.abort()  # hang up
+    while app_metric(service, "inference_rejections_total", reason="disconnected") < 3:
+        await asyncio.sleep(0.01)
+    gated.gate.set()
+    for reader, writer in (first, queued[3]):
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        writer.close()
+    await asyncio.sleep(0.2)
+    assert sum(gated.calls) == 2  # the first request and the one that stayed
+    assert len(asyncio.all_tasks()) == idle  # no request left a task behind
+    server.should_exit = True
+    await asyncio.wait_for(serving, 30)
+    assert set(asyncio.all_tasks()) <= before_server
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_cancelled_submission_is_dropped_quietly(anyio_backend: str) -> None:
+    """The batcher's side of a hang-up: the caller's task is cancelled while its item waits; the item never
+    reaches the model and nothing is reported to the event loop (no "exception was never retrieved")."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    calls: list[list[str]] = []
+    batcher: DynamicBatcher[str, str] = DynamicBatcher(
+        lambda items: calls.append(items) or items, max_batch_size=4, max_batch_delay_s=0.5, max_queue_size=4
+    )
+    batcher.start()
+    try:
+        waiting = asyncio.create_task(batcher.submit(["gone"], time.monotonic() + 30))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await batcher.submit(["stayed"], time.monotonic() + 30) == [Outcome("stayed", 1, ANY, ANY)]
+        await batcher.stop()
+        del waiting
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert calls == [["stayed"]]
+    assert reported == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_slow_upload_holds_no_place_and_meets_its_deadline(tiny_checkpoint: Path, anyio_backend: str) -> None:
+    """Three clients that declare a body and stall: they take none of the three places (1 queued + 2 batches),
+    a normal request is served meanwhile, and each stalled one gets 504 at its deadline."""
+    settings = Settings(
+        model_path=tiny_checkpoint,
+        backend="torch",
+        device="cpu",
+        max_batch_size=1,
+        max_queue_size=1,
+        request_timeout_s=1.0,
+        decode_threads=1,
+    )
+    body = benchmark_jpegs()[0]
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield body[:1000]
+        await asyncio.sleep(30)  # the rest never comes in time
+        yield body[1000:]
+
+    async with serve_in_process(settings) as (client, service):
+        slow = [asyncio.create_task(client.post("/predict", content=stalled(), headers=JPEG)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        served = await client.post("/predict", content=body, headers=JPEG)
+        timed_out = await asyncio.gather(*slow)
+        metrics = (await client.get("/metrics")).text
+    assert served.status_code == 200
+    assert [(r.status_code, r.json()["error"]["code"]) for r in timed_out] == [(504, "timeout")] * 3
+    assert 'inference_rejections_total{reason="timeout"} 3.0' in metrics
+    assert service.batcher is None or service.batcher.depth == 0
