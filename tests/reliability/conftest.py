@@ -15,6 +15,11 @@ from benchmarks.reliability.service import Service
 from benchmarks.reliability.suite import API_KEY, Workspace
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return Workspace(tmp_path_factory.mktemp("reliability"))

@@ -53,8 +53,7 @@ async def _open(port: int, payload: bytes) -> tuple[asyncio.StreamReader, asynci
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_disconnect_while_queued_leaves_no_task_behind(tiny_checkpoint: Path, anyio_backend: str) -> None:
+async def test_a_disconnect_while_queued_leaves_no_task_behind(tiny_checkpoint: Path) -> None:
     """uvicorn in this process, over real loopback HTTP: the model is held busy, three queued clients hang
     up, and afterwards the model has run only the others and the event loop holds no extra task."""
     before_server = set(asyncio.all_tasks())
@@ -92,8 +91,7 @@ async def test_a_disconnect_while_queued_leaves_no_task_behind(tiny_checkpoint: 
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_cancelled_submission_is_dropped_quietly(anyio_backend: str) -> None:
+async def test_a_cancelled_submission_is_dropped_quietly() -> None:
     """The batcher's side of a hang-up: the caller's task is cancelled while its item waits; the item never
     reaches the model and nothing is reported to the event loop (no "exception was never retrieved")."""
     loop = asyncio.get_running_loop()
@@ -123,8 +121,7 @@ async def test_a_cancelled_submission_is_dropped_quietly(anyio_backend: str) -> 
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_slow_upload_holds_no_place_and_meets_its_deadline(tiny_checkpoint: Path, anyio_backend: str) -> None:
+async def test_a_slow_upload_holds_no_place_and_meets_its_deadline(tiny_checkpoint: Path) -> None:
     """Three clients that declare a body and stall: they take none of the three places (1 queued + 2 batches),
     a normal request is served meanwhile, and each stalled one gets 504 at its deadline."""
     settings = Settings(

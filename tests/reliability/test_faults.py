@@ -62,8 +62,7 @@ def test_the_guard_and_the_marker_catch_real_unpickling(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_forward_pass_that_raises_fails_only_its_own_batch(tiny_checkpoint: Path, anyio_backend: str) -> None:
+async def test_a_forward_pass_that_raises_fails_only_its_own_batch(tiny_checkpoint: Path) -> None:
     settings = Settings(model_path=tiny_checkpoint, backend="torch", device="cpu", max_batch_delay_ms=2)
     result = await run_forward_faults(settings, benchmark_jpegs()[0], requests=48, concurrency=16, period=2)
     assert result.failed_batches > 0 and result.images_in_good_batches > 0

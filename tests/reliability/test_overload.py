@@ -40,8 +40,7 @@ def test_four_times_capacity_is_shed_at_once_and_the_service_recovers(server: Se
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_full_pipeline_refuses_before_reading_the_body(tiny_checkpoint: Path, anyio_backend: str) -> None:
+async def test_a_full_pipeline_refuses_before_reading_the_body(tiny_checkpoint: Path) -> None:
     """Admission counts images from arrival to answer: once the queue and batches are full, a new request is
     refused before a byte of its body is read or decoded."""
     settings = Settings(
@@ -80,8 +79,7 @@ async def test_a_full_pipeline_refuses_before_reading_the_body(tiny_checkpoint: 
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_the_heap_is_frozen_once_the_model_is_ready(tiny_checkpoint: Path, anyio_backend: str) -> None:
+async def test_the_heap_is_frozen_once_the_model_is_ready(tiny_checkpoint: Path) -> None:
     """The objects of torch, ONNX and the model are moved out of the collector's reach, so a full collection
     under load does not pause every request for hundreds of milliseconds."""
     settings = Settings(model_path=tiny_checkpoint, backend="torch", device="cpu")
