@@ -197,7 +197,8 @@ class Service:
         loop = asyncio.get_running_loop()
         jobs = [loop.run_in_executor(self._decode_pool, self._prepare, data) for data in images]
         try:
-            return await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline - time.monotonic())
+            async with asyncio.timeout(deadline - time.monotonic()):  # not wait_for: see DynamicBatcher.submit
+                return await asyncio.gather(*jobs)
         except TimeoutError:
             raise self.reject(RequestTimeout("the images were not decoded before the request's deadline")) from None
 
