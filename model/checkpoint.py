@@ -101,6 +101,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         safetensors.torch.save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; weights are often served by another user
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -46,6 +46,10 @@ def test_metadata_has_every_design_key(tiny_checkpoint: Path) -> None:
     assert metadata["arch"] == "resnet50" and metadata["format_version"] == "1"
 
 
+def test_a_saved_checkpoint_is_readable_by_other_users(tiny_checkpoint: Path) -> None:
+    assert tiny_checkpoint.stat().st_mode & 0o777 == 0o644
+
+
 def test_wrapper_prefixes_are_stripped() -> None:
     sd = {"module._orig_mod.fc.weight": torch.zeros(2, 2), "_orig_mod.conv1.weight": torch.ones(1)}
     assert set(clean_state_dict(sd)) == {"fc.weight", "conv1.weight"}
