@@ -134,7 +134,9 @@ class Service:
                 lambda: torch.cuda.memory_allocated(device), lambda: torch.cuda.memory_reserved(device)
             )
         self.metrics.ready.set(0 if self.draining else 1)
-        log.info("ready", extra={**labels, "backend": info["backend"]})
+        # "name" would collide with the LogRecord's own attribute (logging raises), so it goes as "model".
+        fields = {"model" if key == "name" else key: value for key, value in labels.items()}
+        log.info("ready", extra={**fields, "backend": info["backend"]})
 
     def not_ready_reason(self) -> str:
         if self.draining:

@@ -74,6 +74,15 @@ async def test_a_failing_batch_is_a_bare_500_and_the_service_keeps_serving(
     assert getattr(logged[0], "request_id", None) == failed.headers["x-request-id"]
 
 
+async def test_going_ready_logs_the_model_it_serves(make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="app.service"):
+        async with make_client() as (_, service):
+            assert service.startup_error is None
+    (ready,) = [r for r in caplog.records if r.getMessage() == "ready"]
+    assert (ready.model, ready.arch, ready.device, ready.backend) == ("resnet50", "resnet50", "cpu", "torch")  # type: ignore[attr-defined]
+    assert len(ready.version) == 12  # type: ignore[attr-defined]
+
+
 async def test_a_model_that_cannot_load_leaves_the_service_live_but_not_ready(
     make_client: MakeClient, tmp_path: Path, cat_jpeg: bytes
 ) -> None:
