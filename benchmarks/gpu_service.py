@@ -6,7 +6,9 @@ Starts ``python -m app`` on CUDA with a random-init 1000-class checkpoint (224-p
 of real ImageNet weights), then drives it closed-loop from several load-generator processes so the
 generator is not the bottleneck. Per point it records throughput, latency percentiles and, from the
 service's own histograms, where the time went (decode, queue, batch). Runs with CPU decoding and
-again with ``SERVE_DECODE=gpu``.
+again with ``SERVE_DECODE=gpu``. ``--workers N`` serves with ``SERVE_WORKERS=N`` (N processes on one
+port); ``--instances N`` runs N separate servers on their own ports, the generator processes spread
+over them. Both measure how far one process's Python (the GIL) bounds the service.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import asyncio
 import io
 import json
 import os
+import subprocess
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,30 +68,33 @@ def _clients(
 
 
 def closed_loop(
-    url: str, payloads: list[bytes], clients: int, seconds: float, warmup: float, procs: int
+    targets: list[tuple[str, list[bytes]]], clients: int, seconds: float, warmup: float, procs: int
 ) -> dict[str, Any]:
-    """``clients`` connections spread over ``procs`` processes; only requests started after warm-up count."""
-    procs = max(1, min(procs, clients))
+    """``clients`` connections spread over ``procs`` processes, and the processes over the servers in
+    ``targets`` (url, requests); only requests started after warm-up count."""
+    procs = max(len(targets), min(procs, clients))
     begin = time.perf_counter() + 1.0
     measure_from, end = begin + warmup, begin + warmup + seconds
     shares = [clients // procs + (i < clients % procs) for i in range(procs)]
     firsts = [sum(shares[:i]) for i in range(procs)]
     with ProcessPoolExecutor(procs) as pool:
         jobs = [
-            pool.submit(_clients, url, payloads, f, n, clients, begin, end) for f, n in zip(firsts, shares, strict=True)
+            pool.submit(_clients, *targets[i % len(targets)], f, n, clients, begin, end)
+            for i, (f, n) in enumerate(zip(firsts, shares, strict=True))
         ]
         samples = [s for job in jobs for s in job.result() if s.started >= measure_from]
     return summarize("closed", samples, measure_from, clients=clients).to_dict()
 
 
-def step_totals(url: str) -> dict[str, float]:
-    """Sums and counts of the service's step histograms (for per-point deltas)."""
+def step_totals(urls: list[str]) -> dict[str, float]:
+    """Sums and counts of the step histograms, over every server (for per-point deltas)."""
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
-        for sample in family.samples:
-            base = sample.name.removesuffix("_sum").removesuffix("_count")
-            if base != sample.name and base in (*STEPS, "inference_batch_size"):
-                totals[sample.name] = sample.value
+    for url in urls:
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+            for sample in family.samples:
+                base = sample.name.removesuffix("_sum").removesuffix("_count")
+                if base != sample.name and base in (*STEPS, "inference_batch_size"):
+                    totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
     return totals
 
 
@@ -104,15 +110,33 @@ def breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return out
 
 
-def run_points(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    photos = build_requests(url, benchmark_jpegs())
-    single = build_requests(url, [single_photo_jpeg()])
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds used so far by the servers' main threads (their event loops) and by the whole processes."""
+
+    def ticks(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    return (
+        sum(ticks(Path(f"/proc/{pid}/task/{pid}/stat")) for pid in pids),
+        sum(ticks(Path(f"/proc/{pid}/stat")) for pid in pids),
+    )
+
+
+def run_points(urls: list[str], pids: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    photos = [(url, build_requests(url, benchmark_jpegs())) for url in urls]
+    single = [(urls[0], build_requests(urls[0], [single_photo_jpeg()]))]
     points = []
     for clients in [1, *args.clients]:
-        payloads = single if clients == 1 else photos
-        before = step_totals(url)
-        result = closed_loop(url, payloads, clients, args.seconds, args.warmup, args.procs)
-        result.update(breakdown(before, step_totals(url)))
+        targets = single if clients == 1 else photos
+        before, cpu_before, wall_before = step_totals(urls), cpu_seconds(pids), time.perf_counter()
+        result = closed_loop(targets, clients, args.seconds, args.warmup, args.procs)
+        result.update(breakdown(before, step_totals(urls)))
+        # A busy event loop near 1.0 core per server means HTTP handling, not decode or the GPU, sets the pace.
+        wall = time.perf_counter() - wall_before
+        cpu_after = cpu_seconds(pids)
+        result["loop_cores"] = (cpu_after[0] - cpu_before[0]) / wall
+        result["server_cores"] = (cpu_after[1] - cpu_before[1]) / wall
         print(json.dumps(result))
         points.append(result)
     return points
@@ -127,28 +151,71 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=max(1, (os.cpu_count() or 4) // 4), help="generator processes")
     parser.add_argument("--decodes", default="cpu,gpu", help="SERVE_DECODE values to run (default: %(default)s)")
     parser.add_argument("--device", default="cuda", help="SERVE_DEVICE; cpu for a dry run (default: %(default)s)")
+    parser.add_argument("--instances", type=int, default=1, help="servers sharing the GPU (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="SERVE_WORKERS of each server (default: %(default)s)")
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
-    threads = max(2, (os.cpu_count() or 4) - args.procs)
+    threads = max(2, ((os.cpu_count() or 4) - args.procs) // (args.instances * args.workers))
     env = {
         "SERVE_DEVICE": args.device,
         "SERVE_MAX_BATCH_SIZE": "128",
         "SERVE_MAX_BATCH_DELAY_MS": "2",
         "SERVE_MAX_QUEUE_SIZE": "4096",
         "SERVE_DECODE_THREADS": str(threads),
+        "SERVE_WORKERS": str(args.workers),
         "SERVE_LOG_LEVEL": "warning",
     }
-    results: dict[str, Any] = {"settings": env, "generator_processes": args.procs, "runs": {}}
+    results: dict[str, Any] = {
+        "settings": env,
+        "instances": args.instances,
+        "workers": args.workers,
+        "generator_processes": args.procs,
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "random.safetensors"
         write_random_init(model)
         for decode in args.decodes.split(","):
-            process, url = start_server(model, "torch", env | {"SERVE_DECODE": decode}, Path(tmp) / f"{decode}.log")
+            servers = start_servers(model, env | {"SERVE_DECODE": decode}, args.instances, args.out, decode)
+            urls = [url for _, url in servers]
+            for url in urls:
+                wait_all_workers_ready(url, args.workers)
+            pids = [pid for process, _ in servers for pid in server_pids(process.pid)]
             try:
-                results["runs"][decode] = {"model": httpx.get(f"{url}/model").json(), "points": run_points(url, args)}
+                results["runs"][decode] = {
+                    "model": httpx.get(f"{urls[0]}/model").json(),
+                    "points": run_points(urls, pids, args),
+                }
             finally:
-                stop_server(process)
+                for process, _ in servers:
+                    stop_server(process)
             args.out.write_text(json.dumps(results, indent=1))  # keep what was measured if a later run hangs
+
+
+def server_pids(pid: int) -> list[int]:
+    """The server's pid and, with SERVE_WORKERS > 1, its workers' (whose main threads run the event loops)."""
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    return [pid, *children]
+
+
+def wait_all_workers_ready(url: str, workers: int, timeout_s: float = 300) -> None:
+    """``/health/ready`` answers for one worker; ``inference_ready`` counts the ready ones."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+            if family.name == "inference_ready" and family.samples[0].value == workers:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the workers of {url} were not all ready within {timeout_s}s")
+
+
+def start_servers(
+    model: Path, env: dict[str, str], count: int, out: Path, decode: str
+) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """``count`` servers on the same GPU, started together; logs beside the results, kept if one fails."""
+    logs = [out.with_name(f"server_{decode}_{i}.log") for i in range(count)]
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda log: start_server(model, "torch", env, log), logs))
 
 
 if __name__ == "__main__":

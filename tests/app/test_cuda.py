@@ -35,13 +35,24 @@ async def serve_photos(
 
 
 async def test_cuda_serves_fp16_close_to_the_cpu(make_client: MakeClient, calibrated_checkpoint: Path) -> None:
-    info, on_gpu = await serve_photos(make_client, calibrated_checkpoint, device="auto", backend="auto", decode="gpu")
+    info, on_gpu = await serve_photos(make_client, calibrated_checkpoint, device="auto", backend="auto")
     assert (info["device"], info["precision"], info["backend"]) == ("cuda:0", "fp16", "torch")
     memory = info["gpu_memory"]
     assert memory["allocated"] > 0 and memory["reserved"] >= memory["allocated"]
     cpu_info, on_cpu = await serve_photos(make_client, calibrated_checkpoint, device="cpu", backend="torch")
     assert cpu_info["gpu_memory"] == {}
-    assert max(abs(g - c) for g, c in zip(on_gpu, on_cpu, strict=True)) < 1e-2  # fp16 against fp32
+    # fp16 keeps ~3 significant digits through 50 layers: an fp16 forward of this model on the CPU
+    # lands 0.0103 from fp32 (docs/benchmarks.md), so 1e-2 was too tight.
+    assert max(abs(g - c) for g, c in zip(on_gpu, on_cpu, strict=True)) < 3e-2  # fp16 against fp32
+
+
+async def test_gpu_decoding_stays_close_to_pillow(make_client: MakeClient, calibrated_checkpoint: Path) -> None:
+    # fp32 on both sides, so only the decoding differs: nvJPEG's IDCT and chroma upsampling and the
+    # tensor resize land a few levels per pixel away from libjpeg and Pillow.
+    _, nvjpeg = await serve_photos(make_client, calibrated_checkpoint, device="cuda", precision="fp32", decode="gpu")
+    _, pillow = await serve_photos(make_client, calibrated_checkpoint, device="cuda", precision="fp32", decode="cpu")
+    difference = max(abs(g - c) for g, c in zip(nvjpeg, pillow, strict=True))
+    assert difference < 0.05, f"largest score difference {difference:.4f}"
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])

@@ -1,6 +1,7 @@
 """The CUDA fast path against eager PyTorch, on a real GPU."""
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -28,6 +29,16 @@ def make_forward(dtype: torch.dtype):  # type: ignore[no-untyped-def]
 def eager(forward, batch: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
     with torch.inference_mode():
         return forward(batch.cuda()).cpu()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def exact_fp32() -> Iterator[None]:
+    """fp32 without TF32: TF32 convolutions round differently per cuDNN algorithm, and the algorithm
+    depends on the batch size, so a padded bucket and an eager batch would differ by ~1e-3."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture(scope="module")
