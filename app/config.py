@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="port to listen on; 0: any free port")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(default="info")
     log_format: Literal["json", "text"] = Field(default="json", description="json for log shippers, text for people")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="server processes on the port, each with its own copy of the model; on a GPU more "
+        "than one lifts the bound one Python process puts on throughput",
+    )
     decode_threads: int = Field(default=2, ge=1, le=64, description="threads decoding and resizing images")
     inference_threads: int = Field(
         default=0, ge=0, le=256, description="intra-op threads of the model; 0: all usable cores"

@@ -23,13 +23,14 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "message", ...extra fields, "traceback"}`` on one line."""
+    """``{"ts", "level", "logger", "pid", "message", ...extra fields, "traceback"}`` on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker, with SERVE_WORKERS > 1
             "message": record.getMessage(),
             **_extras(record),
         }

@@ -236,4 +236,5 @@ class Service:
         probs = self.classifier.predict_batch(images)
         self.metrics.batch_duration.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(images))
+        self.metrics.sample()  # queue depth and GPU memory, for the other workers' scrapes
         return probs
