@@ -23,7 +23,7 @@ Out = TypeVar("Out")
 
 
 class QueueFull(Exception):
-    """The queue already holds ``max_queue_size`` items: shed load now rather than wait."""
+    """The queue and the next batch are full: shed load now rather than wait."""
 
 
 class BatcherClosed(Exception):
@@ -77,6 +77,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._max_delay_s = max_batch_delay_s
         self._max_queue_size = max_queue_size
         self._items: deque[_Pending[In, Out]] = deque()
+        self._collected = 0  # items taken into the next batch, which is not running yet
         self._arrived = asyncio.Event()
         self._max_in_flight = max_in_flight
         self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="model")
@@ -104,8 +105,12 @@ class DynamicBatcher(Generic[In, Out]):
         """Queue all of ``items`` or none of them; ``deadline`` is on the ``time.monotonic`` clock."""
         if self._closed:
             raise BatcherClosed("the batcher is stopping")
-        if len(self._items) + len(items) > self._max_queue_size:
-            raise QueueFull(f"the queue holds {len(self._items)} of at most {self._max_queue_size} items")
+        # Room for the queue and the next batch, whether the collector has already taken that batch's items
+        # out of the queue or has not run since they arrived (as under CPU contention): either way the
+        # same requests fit, which is what admission at the door promises (app/admission.py).
+        waiting, room = len(self._items) + self._collected, self._max_queue_size + self._max_batch_size
+        if waiting + len(items) > room:
+            raise QueueFull(f"{waiting} images wait for the model, at most {room} (the queue and the next batch)")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         pending = [_Pending(item, deadline, now, loop.create_future()) for item in items]
@@ -132,6 +137,7 @@ class DynamicBatcher(Generic[In, Out]):
                 _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 self._top_up(batch)  # what arrived while the model was busy joins this batch
             running.add(asyncio.create_task(self._run(batch)))
+            self._collected = 0
         await asyncio.gather(*running)
 
     async def _collect(self) -> list[_Pending[In, Out]]:
@@ -168,6 +174,7 @@ class DynamicBatcher(Generic[In, Out]):
         while self._items:
             live = _drop_expired([self._items.popleft()], now)  # also skips items whose caller gave up
             if live:
+                self._collected += 1
                 return live[0]
         return None
 

@@ -162,18 +162,37 @@ async def test_a_caller_past_its_deadline_gets_deadline_exceeded_and_its_item_is
 
 
 async def test_a_full_queue_refuses_at_once_and_all_or_nothing() -> None:
-    batcher = make_batcher(RecordingModel(), max_queue_size=3)
-    batcher.submit_nowait([1, 2], deadline())
+    # Room for the queue (3) and the next batch (2), before the collector has taken any of them.
+    batcher = make_batcher(RecordingModel(), max_queue_size=3, max_batch_size=2)
+    batcher.submit_nowait([1, 2, 3], deadline())
     with pytest.raises(QueueFull):
-        batcher.submit_nowait([3, 4], deadline())
-    assert batcher.depth == 2
-    batcher.submit_nowait([3], deadline())
-    with pytest.raises(QueueFull):
-        batcher.submit_nowait([4], deadline())
+        batcher.submit_nowait([4, 5, 6], deadline())
     assert batcher.depth == 3
+    batcher.submit_nowait([4, 5], deadline())
+    with pytest.raises(QueueFull):
+        batcher.submit_nowait([6], deadline())
+    assert batcher.depth == 5
     batcher.start()
     await batcher.stop()
     assert batcher.depth == 0
+
+
+async def test_the_room_is_the_same_whether_or_not_the_next_batch_was_collected() -> None:
+    model = RecordingModel(hold_first=True)
+    batcher = make_batcher(model, max_queue_size=1, max_batch_size=1)
+    batcher.start()
+    running = batcher.submit_nowait([1], deadline())
+    await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
+    # The model is busy and, with no await between these calls, the collector has not taken 2 as the next
+    # batch yet: 3 must fit all the same, as it would once 2 is taken.
+    batcher.submit_nowait([2], deadline())
+    batcher.submit_nowait([3], deadline())
+    with pytest.raises(QueueFull):
+        batcher.submit_nowait([4], deadline())
+    model.gate.set()
+    await running[0]
+    await batcher.stop()
+    assert model.batches == [[1], [2], [3]]
 
 
 async def test_stop_finishes_queued_items_then_refuses_new_ones() -> None:
