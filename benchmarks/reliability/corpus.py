@@ -130,7 +130,8 @@ def protocol_cases(max_upload_bytes: int) -> list[Case]:
     # Transfer-Encoding wins over Content-Length (RFC 9112): the body is the empty chunked one, and the
     # request hidden after it must never be answered as a second, smuggled request.
     smuggled = b"0\r\n\r\nGET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
-    many_headers = [(f"X-H{i}", "v") for i in range(20000)]
+    # Over 256 KiB in all (about 530 KB), so the head can never arrive in one read: see the 64 KiB case.
+    many_headers = [(f"X-H{i}", "v") for i in range(40000)]
     chunked = ("Transfer-Encoding", "chunked")
     return [
         _raw("body over the limit, chunked, no Content-Length", [PAYLOAD], headers=image, chunked=True, chunks=chunks),
@@ -143,9 +144,11 @@ def protocol_cases(max_upload_bytes: int) -> list[Case]:
             "Content-Length and Transfer-Encoding both", [INVALID, PROTOCOL], headers=[*image, chunked], body=smuggled
         ),
         _raw("two different Content-Lengths", [PROTOCOL], headers=[*image, ("Content-Length", "3")], body=jpeg),
-        _raw("a 64 KiB header", [OK], headers=[*image, ("X-Padding", "a" * 65536)], body=jpeg),
+        # h11 refuses a request head past 16 KiB only while the head is still incomplete, so a 64 KiB one
+        # passes when it arrives in one read and is refused when it arrives in pieces: either is an answer.
+        _raw("a 64 KiB header", [OK, PROTOCOL], headers=[*image, ("X-Padding", "a" * 65536)], body=jpeg),
         _raw("a 1 MiB header", [PROTOCOL], headers=[*image, ("X-Padding", "a" * (1 << 20))], body=jpeg),
-        _raw("20000 headers", [PROTOCOL], headers=[*image, *many_headers], body=jpeg),
+        _raw("40000 headers", [PROTOCOL], headers=[*image, *many_headers], body=jpeg),
         _raw("an overlong X-Request-ID", [OK], headers=[*image, ("X-Request-ID", "r" * 500)], body=jpeg),
     ]
 
