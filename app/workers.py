@@ -52,15 +52,23 @@ def supervise(settings: Settings) -> int:
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
+    try:
+        return _bind_shared(host, port)
+    except OSError as exc:
+        raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _bind_shared(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` that every worker binds as well (SO_REUSEPORT); not listening yet."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-    except OSError as exc:
+    except OSError:
         sock.close()
-        raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise
     return sock
 
 
@@ -115,7 +123,6 @@ class _Supervisor:
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         # A second signal is forwarded too: each worker then stops at once instead of draining.
-        self._stopping = True
         self._stop_all(sig)
 
     def _stop_all(self, sig: int = signal.SIGTERM) -> None:
@@ -131,13 +138,9 @@ def run_worker(host: str, port: int) -> None:
     # so the worker drains instead of seeing two signals and stopping at once.
     os.setpgrp()
     _exit_with_parent()
-    from app.__main__ import serve  # after the metrics directory is in the environment
+    from app.__main__ import serve  # here: app.__main__ imports this module
 
-    sock = socket.socket(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0], socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sys.exit(serve(sockets=[sock]))
+    sys.exit(serve(sockets=[_bind_shared(host, port)]))
 
 
 def _exit_with_parent() -> None:
