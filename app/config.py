@@ -1,17 +1,24 @@
 """The service's configuration: one ``Settings`` class read from ``SERVE_*`` environment variables.
 
-Every value is validated when the settings are built, so a typo stops start-up with a message that
-names the variable instead of surfacing later as a confusing failure under load.
+Every value is validated when the settings are built, so a bad value stops start-up with a message that
+names the variable instead of surfacing later as a confusing failure under load; a misspelt name is
+reported with the closest real one (``unknown_variables``).
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.engine.capacity import MAX_BATCH_SIZE, Capacity
+from model import CHECKPOINT_FILENAME
 
 ENV_PREFIX = "SERVE_"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -22,12 +29,12 @@ class ConfigError(ValueError):
 
 
 class Settings(BaseSettings):
-    """Everything the service reads from its environment (DESIGN §4), with defaults for a CPU host."""
+    """Everything the service reads from its environment (docs/design.md §4), with defaults for a CPU host."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore")
 
     model_path: Path = Field(
-        default=Path("weights/model.safetensors"), description="the .safetensors checkpoint to serve"
+        default=Path("weights") / CHECKPOINT_FILENAME, description="the .safetensors checkpoint to serve"
     )
     device: str = Field(default="auto", description="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
@@ -37,15 +44,26 @@ class Settings(BaseSettings):
         default="auto", description="auto: onnxruntime on CPU, torch on CUDA"
     )
     decode: Literal["cpu", "gpu"] = Field(default="cpu", description="where images are decoded; gpu needs CUDA")
-    max_batch_size: int = Field(default=8, ge=1, le=256, description="most images the model runs at once")
+    reduced_decode: bool = Field(
+        default=True,
+        description="decode JPEGs at the smallest DCT scale that still covers the resize; false: the exact "
+        "full-size path",
+    )
+    max_batch_size: int = Field(default=8, ge=1, le=MAX_BATCH_SIZE, description="most images the model runs at once")
     max_batch_delay_ms: float = Field(default=4.0, ge=0, le=10_000, description="longest wait for a batch to fill")
     max_queue_size: int = Field(default=64, ge=1, le=100_000, description="images waiting for the model before 503")
     request_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="deadline of one request")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="largest request body")
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="largest decoded image, width × height")
     api_key: SecretStr | None = Field(default=None, description="when set, predict endpoints need `Bearer <key>`")
+    admin_key: SecretStr | None = Field(
+        default=None, description="when set, admin endpoints need `Bearer <key>` (else SERVE_API_KEY, else loopback)"
+    )
     host: str = Field(default="0.0.0.0", min_length=1, description="address to listen on")
     port: int = Field(default=8000, ge=0, le=65535, description="port to listen on; 0: any free port")
+    grpc_port: int = Field(
+        default=8001, ge=0, le=65535, description="the Open Inference Protocol's gRPC port; 0: no gRPC server"
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(default="info")
     log_format: Literal["json", "text"] = Field(default="json", description="json for log shippers, text for people")
     workers: int = Field(
@@ -65,6 +83,10 @@ class Settings(BaseSettings):
     onnx_cache_dir: Path | None = Field(
         default=None, description="where exported ONNX graphs are kept; default beside the model"
     )
+    watch_model: bool = Field(
+        default=False, description="reload when a new checkpoint file is renamed onto SERVE_MODEL_PATH"
+    )
+    pages: bool = Field(default=True, description="serve the try-it page at / and the API docs at /docs and /redoc")
 
     @field_validator("device")
     @classmethod
@@ -79,17 +101,13 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _check_combinations(self) -> Settings:
-        if self.backend == "onnxruntime" and self.precision in ("fp16", "bf16"):
+    def _check_capacity(self) -> Settings:
+        try:
+            Capacity(self.max_batch_size, self.max_queue_size)
+        except ValueError as exc:
             raise ValueError(
-                f"SERVE_BACKEND=onnxruntime runs fp32 only, but SERVE_PRECISION={self.precision}: "
-                "set SERVE_PRECISION=fp32 (or auto), or SERVE_BACKEND=torch"
-            )
-        if self.max_queue_size < self.max_batch_size:
-            raise ValueError(
-                f"SERVE_MAX_QUEUE_SIZE={self.max_queue_size} is below SERVE_MAX_BATCH_SIZE={self.max_batch_size}: "
-                "a full /predict/batch request could never be queued"
-            )
+                f"SERVE_MAX_QUEUE_SIZE={self.max_queue_size}, SERVE_MAX_BATCH_SIZE={self.max_batch_size}: {exc}"
+            ) from None
         return self
 
 
@@ -99,6 +117,23 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per ``SERVE_*`` variable that is no setting, naming the closest real one if any.
+
+    A warning rather than an error: orchestrators put variables of their own under the same prefix
+    (Kubernetes' service links turn a Service named ``serve`` into ``SERVE_SERVICE_HOST`` and friends),
+    and a server must not refuse to start over a name it does not own.
+    """
+    environ = os.environ if environ is None else environ
+    known = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+    lines = []
+    for name in sorted(n for n in environ if n.upper().startswith(ENV_PREFIX) and n.upper() not in known):
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{name} is not a setting of this service and is ignored{hint}")
+    return lines
 
 
 def describe_errors(exc: ValidationError) -> str:

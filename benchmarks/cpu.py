@@ -5,7 +5,9 @@
 
 For each backend: the model-only limit at batch sizes 1..32 (in process, no HTTP), then the real
 server (``python -m app``) and rounds of: the model-only limit again at batch 1 and the best batch
-size (the server idle), then closed-loop load at 1 and N clients and open-loop load at a fixed rate.
+size (the server idle), then closed-loop load at 1 and N clients and open-loop load at a fixed rate
+(web-sized photos as raw ``image/jpeg`` bodies), then, per upload class (``--classes``: phone photos
+of about 0.2, 2 and 12 MP, ``benchmarks.photos``), closed-loop multipart uploads at 1 and N clients.
 Each round's ratios compare measurements taken back to back; the medians over rounds are what count
 on a shared, noisy machine.
 """
@@ -28,20 +30,16 @@ from typing import Any
 
 import httpx
 
-from app.backends import Backend
+from app.engine.backends import Backend
+from benchmarks.cpu_report import report
 from benchmarks.images import benchmark_jpegs
 from benchmarks.loadgen import LoadResult, build_requests, closed_loop, open_loop
-from benchmarks.model_limit import load_backend, measure, model_limit
+from benchmarks.model_limit import LimitPoint, load_backend, measure, model_limit
+from benchmarks.photos import UPLOAD_CLASSES, upload_class
 from model.convert import write_random_init
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = {
-    "service_vs_model_limit": 0.85,  # at N clients, against the best batch size
-    "single_client_overhead_ms": 15.0,  # p50 at 1 client minus the model's batch-1 time
-    "p99_over_p50": 2.5,  # at N clients
-    "onnx_vs_torch_service": 1.4,  # at N clients
-    "cpu_efficiency": 0.85,  # the first target in CPU time, which other load on the machine barely moves
-}
+Server = tuple[subprocess.Popen[bytes], str]  # the process and its URL
 
 
 def free_port() -> int:
@@ -51,7 +49,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(model: Path, backend: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(model: Path, backend: str, env: dict[str, str], log: Path) -> Server:
     """``python -m app`` on a free loopback port; returns once it reports ready."""
     port = free_port()
     environ = (
@@ -96,16 +94,26 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def service_load(
-    process: subprocess.Popen[bytes], url: str, rate: float, args: argparse.Namespace
+    server: Server, requests: list[bytes], rate: float | None, args: argparse.Namespace
 ) -> tuple[dict[str, LoadResult], float]:
-    """The three load runs, and the server's CPU milliseconds per request under N clients."""
-    requests = build_requests(url, benchmark_jpegs())
+    """Closed loop at 1 and N clients, open loop at ``rate`` (if given); the server's CPU ms per request at N."""
+    process, url = server
     single = asyncio.run(closed_loop(url, requests, 1, args.duration, args.warmup))
     cpu_began = process_cpu_seconds(process.pid)
     loaded = asyncio.run(closed_loop(url, requests, args.clients, args.duration, args.warmup))
     cpu_ms = (process_cpu_seconds(process.pid) - cpu_began) * 1000 / max(loaded.completed, 1)
-    arrivals = asyncio.run(open_loop(url, requests, rate, args.duration, args.warmup))
-    return {"closed_1": single, f"closed_{args.clients}": loaded, "open": arrivals}, cpu_ms
+    load = {"closed_1": single, f"closed_{args.clients}": loaded}
+    if rate is not None:
+        load["open"] = asyncio.run(open_loop(url, requests, rate, args.duration, args.warmup))
+    return load, cpu_ms
+
+
+def upload_requests(url: str, classes: list[str]) -> dict[str, list[bytes]]:
+    """The requests of each run: web photos as raw bodies (``photos``), and each class as multipart uploads."""
+    requests = {"photos": build_requests(url, benchmark_jpegs())}
+    for name in classes:
+        requests[name] = build_requests(url, upload_class(name), multipart=True)
+    return requests
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -113,22 +121,33 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     built, crop = load_backend(args.model, backend)
     table = model_limit(built, crop)
     best_batch = max(table, key=lambda point: point.images_per_s).batch_size
-    process, url = start_server(args.model, backend, {}, args.out.with_suffix(f".{backend}.log"))
+    server = start_server(args.model, backend, {}, args.out.with_suffix(f".{backend}.log"))
     try:
-        rounds = [run_round(built, crop, best_batch, (process, url), args) for _ in range(args.rounds)]
+        requests = upload_requests(server[1], args.classes)
+        rounds = [run_round(built, crop, best_batch, server, requests, args) for _ in range(args.rounds)]
     finally:
-        stop_server(process)
+        stop_server(server[0])
     return {
         "model_limit": [vars(point) for point in table],
         "best_batch_size": best_batch,
         "rounds": rounds,
-        "median": {name: statistics.median(r["ratios"][name] for r in rounds) for name in rounds[0]["ratios"]},
+        "median": _medians([r["ratios"] for r in rounds]),
         "median_throughput": statistics.median(r["service"][f"closed_{args.clients}"]["throughput"] for r in rounds),
+        "class_median": {name: _medians([r["classes"][name]["ratios"] for r in rounds]) for name in args.classes},
     }
 
 
+def _medians(ratios: list[dict[str, float]]) -> dict[str, float]:
+    return {name: statistics.median(r[name] for r in ratios) for name in ratios[0]}
+
+
 def run_round(
-    built: Backend, crop: int, best_batch: int, server: tuple[subprocess.Popen[bytes], str], args: argparse.Namespace
+    built: Backend,
+    crop: int,
+    best_batch: int,
+    server: Server,
+    requests: dict[str, list[bytes]],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Model-only (server idle) and service load back to back, so both see the same machine load."""
     # The table's best batch size can be a fluke of a noisy moment: re-measure it beside batch 8
@@ -136,8 +155,15 @@ def run_round(
     batch1 = measure(built, crop, 1)
     best = max((measure(built, crop, size) for size in sorted({8, best_batch})), key=lambda p: p.images_per_s)
     rate = round(args.open_fraction * best.images_per_s, 2)
-    load, service_cpu_ms = service_load(*server, rate, args)
-    loaded, single = load[f"closed_{args.clients}"], load["closed_1"]
+    load, service_cpu_ms = service_load(server, requests["photos"], rate, args)
+    classes = {}
+    for name in args.classes:
+        class_load, class_cpu_ms = service_load(server, requests[name], None, args)
+        classes[name] = {
+            "service": {run: result.to_dict() for run, result in class_load.items()},
+            "service_cpu_ms_per_request": class_cpu_ms,
+            "ratios": ratios(class_load, args.clients, batch1, best),
+        }
     return {
         "model_batch1_ms": batch1.median_ms,
         "model_best_batch_size": best.batch_size,
@@ -145,50 +171,21 @@ def run_round(
         "model_cpu_ms_per_image": best.cpu_ms_per_image,
         "service_cpu_ms_per_request": service_cpu_ms,
         "service": {name: result.to_dict() for name, result in load.items()},
-        "ratios": {
-            "service_vs_model_limit": loaded.throughput / best.images_per_s,
-            "single_client_overhead_ms": single.p50_ms - batch1.median_ms,
-            "p99_over_p50": loaded.p99_ms / loaded.p50_ms,
-            # Model CPU per image over service CPU per request: barely moved by other load on the machine.
-            "cpu_efficiency": best.cpu_ms_per_image / service_cpu_ms,
-        },
+        # Model CPU per image over service CPU per request: barely moved by other load on the machine.
+        "ratios": ratios(load, args.clients, batch1, best) | {"cpu_efficiency": best.cpu_ms_per_image / service_cpu_ms},
+        "classes": classes,
         "load_average": os.getloadavg()[0],
     }
 
 
-def report(results: dict[str, Any], clients: int) -> str:
-    """The human-readable table, per round, and the medians against the targets."""
-    lines = []
-    for backend, r in results["backends"].items():
-        limit = ", ".join(
-            f"b{p['batch_size']}: {p['images_per_s']:.1f}/s ({p['median_ms']:.0f} ms)" for p in r["model_limit"]
-        )
-        lines.append(f"[{backend}] model-only limit: {limit}")
-        for number, rnd in enumerate(r["rounds"], start=1):
-            lines.append(
-                f"[{backend}] round {number}: model b1 {rnd['model_batch1_ms']:.1f} ms, "
-                f"b{rnd['model_best_batch_size']} {rnd['model_best_images_per_s']:.1f}/s; CPU per image: model "
-                f"{rnd['model_cpu_ms_per_image']:.1f} ms, service {rnd['service_cpu_ms_per_request']:.1f} ms; "
-                f"load avg {rnd['load_average']:.2f}"
-            )
-            for name, s in rnd["service"].items():
-                lines.append(
-                    f"[{backend}]   {name:>9}: {s['throughput']:6.2f} req/s  p50 {s['p50_ms']:7.1f}  "
-                    f"p95 {s['p95_ms']:7.1f}  p99 {s['p99_ms']:7.1f} ms  errors {s['errors']}  "
-                    f"mean batch {s['mean_batch_size']:.2f}"
-                )
-        for name, value in r["median"].items():
-            lines.append(f"[{backend}] median {name} = {value:.3f} (target {_target_text(name)})")
-    if "onnx_vs_torch_service" in results:
-        ratio = results["onnx_vs_torch_service"]
-        lines.append(
-            f"onnxruntime / torch median service throughput at {clients} clients = {ratio:.3f} (target >= 1.4)"
-        )
-    return "\n".join(lines)
-
-
-def _target_text(name: str) -> str:
-    return f"<= {TARGETS[name]}" if name in ("single_client_overhead_ms", "p99_over_p50") else f">= {TARGETS[name]}"
+def ratios(load: dict[str, LoadResult], clients: int, batch1: LimitPoint, best: LimitPoint) -> dict[str, float]:
+    """The service against the model-only limit measured just before it."""
+    loaded, single = load[f"closed_{clients}"], load["closed_1"]
+    return {
+        "service_vs_model_limit": loaded.throughput / best.images_per_s,
+        "single_client_overhead_ms": single.p50_ms - batch1.median_ms,
+        "p99_over_p50": loaded.p99_ms / loaded.p50_ms,
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -218,6 +215,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.7,
         help="open-loop rate as a fraction of the best model-only throughput (default: 0.7)",
+    )
+    parser.add_argument(
+        "--classes",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=list(UPLOAD_CLASSES),
+        help=f"upload classes measured with multipart uploads, '' for none (default: {','.join(UPLOAD_CLASSES)})",
     )
     parser.add_argument("--out", type=Path, default=REPO / ".bench" / "cpu.json", help="default: %(default)s")
     return parser

@@ -18,9 +18,10 @@ import torch
 from PIL import Image
 from skimage import data
 
-from app.backends.torch_backend import TorchBackend
-from app.classifier import Classifier, EncodedJpeg
-from app.gpu_decode import decode_jpegs_on_device
+from app.engine.backends.torch_backend import TorchBackend
+from app.engine.classifier import Classifier, EncodedJpeg
+from app.engine.gpu_decode import decode_jpegs_on_device
+from app.engine.preparing import ImagePreparer
 from model import Checkpoint, EvalPreset, Preprocessing, build_model
 from model.labels import imagenet_labels
 
@@ -45,14 +46,9 @@ def calibrated_model(preset: EvalPreset, images: list[Image.Image]) -> torch.nn.
     return net.eval()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--device", default="cuda:0", help="cpu runs torchvision's libjpeg path (default: %(default)s)")
-    args = parser.parse_args()
-    preprocessing = Preprocessing()
+def build_classifier(preprocessing: Preprocessing, blobs: list[bytes], device: str) -> Classifier:
+    """A classifier that decodes on ``device``, with BatchNorm statistics calibrated on the photos."""
     preset = EvalPreset(preprocessing)
-    blobs = [jpeg(name) for name in PHOTOS]
     net = calibrated_model(preset, [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs])
     checkpoint = Checkpoint(
         path=Path("calibrated"),
@@ -64,10 +60,21 @@ def main() -> None:
         created_at="-",
         model=net,
     )
-    backend = TorchBackend(net, preset, device=args.device, precision="fp32", threads=0, cuda_graphs=False)
-    classifier = Classifier(checkpoint, backend, max_image_pixels=100_000_000, decode_on_device=True)
+    backend = TorchBackend(net, preset, device=device, precision="fp32", threads=0, cuda_graphs=False)
+    return Classifier(checkpoint, backend, max_image_pixels=100_000_000, decode_on_device=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="cuda:0", help="cpu runs torchvision's libjpeg path (default: %(default)s)")
+    args = parser.parse_args()
+    preprocessing = Preprocessing()
+    blobs = [jpeg(name) for name in PHOTOS]
+    classifier = build_classifier(preprocessing, blobs, args.device)
     on_device = decode_jpegs_on_device(blobs, preprocessing, torch.device(args.device)).cpu()
-    on_cpu = torch.stack([classifier.decode_on_cpu(b) for b in blobs])
+    exact = ImagePreparer(classifier.preset, max_image_pixels=100_000_000, reduced=False)  # the reference CPU path
+    on_cpu = torch.stack([exact.prepare(b) for b in blobs])  # type: ignore[misc]  # the CPU path gives tensors
     probs_device = classifier.predict_batch([EncodedJpeg(b) for b in blobs])
     probs_cpu = classifier.predict_batch(list(on_cpu))
     rows = []

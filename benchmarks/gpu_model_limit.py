@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from app.backends.torch_backend import TorchBackend
+from app.engine.backends.torch_backend import TorchBackend
 from model import EvalPreset, Preprocessing, build_model
 
 PRESET = EvalPreset(Preprocessing())  # 224-pixel crops, as ImageNet weights are served

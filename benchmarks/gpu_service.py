@@ -28,10 +28,9 @@ from typing import Any
 import httpx
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from skimage import data
 
 from benchmarks.cpu import start_server, stop_server
-from benchmarks.images import benchmark_jpegs
+from benchmarks.images import benchmark_jpegs, scikit_photo
 from benchmarks.loadgen import Connection, Sample, _timed, build_requests, summarize
 from model.convert import write_random_init
 
@@ -41,7 +40,7 @@ STEPS = ("inference_decode_duration_seconds", "inference_queue_wait_seconds", "i
 def single_photo_jpeg() -> bytes:
     """A 500x375 photograph, the size the single-client latency target names."""
     buffer = io.BytesIO()
-    Image.fromarray(data.coffee()).resize((500, 375), Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=90)
+    scikit_photo("coffee").resize((500, 375), Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -142,7 +141,7 @@ def run_points(urls: list[str], pids: list[int], args: argparse.Namespace) -> li
     return points
 
 
-def main() -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--clients", default="32,128,256", help="client counts besides 1 (default: %(default)s)")
@@ -153,7 +152,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="SERVE_DEVICE; cpu for a dry run (default: %(default)s)")
     parser.add_argument("--instances", type=int, default=1, help="servers sharing the GPU (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="SERVE_WORKERS of each server (default: %(default)s)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     threads = max(2, ((os.cpu_count() or 4) - args.procs) // (args.instances * args.workers))
     env = {
@@ -163,6 +166,7 @@ def main() -> None:
         "SERVE_MAX_QUEUE_SIZE": "4096",
         "SERVE_DECODE_THREADS": str(threads),
         "SERVE_WORKERS": str(args.workers),
+        "SERVE_GRPC_PORT": "0",  # HTTP only: several instances must not share one gRPC port
         "SERVE_LOG_LEVEL": "warning",
     }
     results: dict[str, Any] = {

@@ -1,13 +1,23 @@
-"""Real photographs (shipped with scikit-image), JPEG-encoded once, as the benchmark's uploads."""
+"""Real photographs (shipped with scikit-image), JPEG-encoded once, as the benchmark's uploads.
+
+scikit-image is imported only when a photo is asked for: the GPU check imports the benchmarks on a
+host without it (and uses ``benchmarks.photos.synthetic_photo`` there).
+"""
 
 from __future__ import annotations
 
 import io
 
 from PIL import Image
-from skimage import data
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")  # 451x300 to 640x427, typical web photo sizes
+
+
+def scikit_photo(name: str) -> Image.Image:
+    """scikit-image's photograph ``name`` as an RGB image."""
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)()).convert("RGB")
 
 
 def benchmark_jpegs(quality: int = 90) -> list[bytes]:
@@ -15,6 +25,6 @@ def benchmark_jpegs(quality: int = 90) -> list[bytes]:
     encoded = []
     for name in PHOTOS:
         buffer = io.BytesIO()
-        Image.fromarray(getattr(data, name)()).convert("RGB").save(buffer, format="JPEG", quality=quality)
+        scikit_photo(name).save(buffer, format="JPEG", quality=quality)
         encoded.append(buffer.getvalue())
     return encoded

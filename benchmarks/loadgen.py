@@ -1,7 +1,10 @@
 """A cheap HTTP load generator: asyncio over raw HTTP/1.1 keep-alive connections.
 
 It shares the CPU with the server it measures, so it does as little as possible per request: the
-request bytes are built once, responses are read by Content-Length and never JSON-decoded.
+request bytes are built once (the image as the raw body, or as a multipart upload as browsers and
+``curl -F`` send it), responses are read by Content-Length and never JSON-decoded. Each run records
+the generator's own CPU use (``generator_cores``), so a run where the generator, not the server,
+set the pace shows it.
 
 Closed loop: N clients, each sends its next request when the previous answer arrives.
 Open loop: requests start at a fixed rate whatever the server does; latency counts from the
@@ -9,22 +12,24 @@ scheduled start, so a stalled server shows up in the tail instead of silently sl
 
     python -m benchmarks.loadgen --url http://127.0.0.1:8000 --clients 8 --duration 20
     python -m benchmarks.loadgen --url http://127.0.0.1:8000 --rate 15 --duration 20
+    python -m benchmarks.loadgen --url http://127.0.0.1:8000 --photos 12MP --multipart
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from benchmarks.images import benchmark_jpegs
+from benchmarks.photos import UPLOAD_CLASSES, upload_class
 
 _BATCH_SIZE = re.compile(rb'"batch_size":(\d+)')
 # uvicorn closes keep-alive connections idle for 5 s; reconnecting earlier avoids racing that close.
@@ -55,21 +60,33 @@ class LoadResult:
     p99_ms: float
     mean_batch_size: float
     completed: int  # every answered request, the warm-up's included
+    generator_cores: float | None = None  # the generator's CPU seconds per second of the run (None: not measured)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def build_requests(url: str, images: Sequence[bytes], path: str = "/predict") -> list[bytes]:
-    """One complete HTTP/1.1 request (headers and JPEG body) per image."""
+def build_requests(url: str, images: Sequence[bytes], path: str = "/predict", multipart: bool = False) -> list[bytes]:
+    """One complete HTTP/1.1 request (headers and body) per JPEG: the raw image, or a multipart upload."""
     host = urlsplit(url).netloc
-    return [
-        (
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        + body
-        for body in images
-    ]
+    requests = []
+    for index, image in enumerate(images):
+        content_type, body = "image/jpeg", image
+        if multipart:
+            content_type, body = multipart_upload(image, f"photo{index}.jpg")
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}"
+        requests.append(f"{head}\r\n\r\n".encode() + body)
+    return requests
+
+
+def multipart_upload(image: bytes, filename: str, field: str = "file") -> tuple[str, bytes]:
+    """The Content-Type and body of a ``multipart/form-data`` upload of one JPEG, as ``curl -F`` makes it."""
+    boundary = f"------------------------{hashlib.sha1(image).hexdigest()[:24]}"
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    )
+    return f"multipart/form-data; boundary={boundary}", part.encode() + image + f"\r\n--{boundary}--\r\n".encode()
 
 
 class Connection:
@@ -119,7 +136,7 @@ async def closed_loop(
     url: str, requests: Sequence[bytes], clients: int, duration_s: float, warmup_s: float
 ) -> LoadResult:
     """``clients`` connections, each sending back to back for ``warmup_s + duration_s``."""
-    begin = time.perf_counter()
+    begin, cpu_began = time.perf_counter(), time.process_time()
     measure_from, stop_at = begin + warmup_s, begin + warmup_s + duration_s
     samples: list[Sample] = []
     warmup: list[Sample] = []
@@ -133,12 +150,13 @@ async def closed_loop(
         conn.close()
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return summarize("closed", samples, measure_from, clients=clients, unmeasured=len(warmup))
+    result = summarize("closed", samples, measure_from, clients=clients, unmeasured=len(warmup))
+    return replace(result, generator_cores=_cores_since(begin, cpu_began))
 
 
 async def open_loop(url: str, requests: Sequence[bytes], rate: float, duration_s: float, warmup_s: float) -> LoadResult:
     """Start a request every ``1 / rate`` seconds, each on an idle connection (or a new one)."""
-    begin = time.perf_counter()
+    begin, cpu_began = time.perf_counter(), time.process_time()
     measure_from = begin + warmup_s
     idle: list[Connection] = []
     samples: list[Sample] = []
@@ -158,7 +176,13 @@ async def open_loop(url: str, requests: Sequence[bytes], rate: float, duration_s
     await asyncio.gather(*tasks)
     for conn in idle:
         conn.close()
-    return summarize("open", samples, measure_from, rate=rate, unmeasured=len(warmup))
+    result = summarize("open", samples, measure_from, rate=rate, unmeasured=len(warmup))
+    return replace(result, generator_cores=_cores_since(begin, cpu_began))
+
+
+def _cores_since(began: float, cpu_began: float) -> float:
+    """This process's CPU seconds per wall second since ``began`` (the generator's own cost)."""
+    return (time.process_time() - cpu_began) / max(time.perf_counter() - began, 1e-9)
 
 
 def summarize(
@@ -198,12 +222,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, help="open-loop requests per second (instead of --clients)")
     parser.add_argument("--duration", type=float, default=20, help="measured seconds (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds first (default: %(default)s)")
+    parser.add_argument(
+        "--photos", choices=list(UPLOAD_CLASSES), default="0.2MP", help="upload class (default: %(default)s)"
+    )
+    parser.add_argument("--multipart", action="store_true", help="multipart/form-data uploads (default: raw body)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    requests = build_requests(args.url, benchmark_jpegs())
+    requests = build_requests(args.url, upload_class(args.photos), multipart=args.multipart)
     if args.rate:
         result = asyncio.run(open_loop(args.url, requests, args.rate, args.duration, args.warmup))
     else:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from app.backends import Backend, Runtime, create_backend
+from app.engine.backends import Backend, Runtime, create_backend
 from model import EvalPreset, load_checkpoint
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,10 +20,14 @@ from typing import Any
 import safetensors.torch
 from torch import Tensor, nn
 
+from model.files import atomic_write
 from model.network import ARCH, build_model
 from model.presets import Preprocessing
 
 FORMAT_VERSION = "1"
+# The file a training run hands to the service, and the one it keeps from before the last hand-off.
+CHECKPOINT_FILENAME = "model.safetensors"
+PREVIOUS_CHECKPOINT_FILENAME = "model.prev.safetensors"
 REQUIRED_KEYS = ("format_version", "arch", "num_classes", "labels", "preprocessing", "trained", "source", "created_at")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # added by DDP and torch.compile
 
@@ -77,7 +80,7 @@ def save_checkpoint(
     source: str,
     metrics: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write a checkpoint atomically (temp file + rename) and return its version."""
+    """Write a checkpoint atomically (``model.files.atomic_write``) and return its version."""
     tensors = clean_state_dict(state_dict)
     head = tensors.get("fc.weight")
     if head is None or head.shape[0] != len(labels):
@@ -95,18 +98,8 @@ def save_checkpoint(
     }
     if metrics is not None:
         metadata["metrics"] = json.dumps(dict(metrics))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        safetensors.torch.save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; weights are often served by another user
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return file_version(path.read_bytes())
+    atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata))
+    return file_version(Path(path).read_bytes())
 
 
 def file_version(data: bytes) -> str:

@@ -25,6 +25,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # strip is a few hundred bytes of PNG) that is gigabytes. Past this many resized pixels only the
 # region the crop keeps is resized, which agrees with the reference within one grey level.
 MAX_RESIZED_PIXELS = 1 << 22
+Box = tuple[float, float, float, float]  # (left, top, right, bottom) in pixels, as Pillow's resize takes it
 
 
 @dataclass(frozen=True)
@@ -82,18 +83,42 @@ class EvalPreset:
         """Resize the short side, centre-crop; uint8 (3, crop, crop)."""
         p = self.preprocessing
         if not self.resizes_whole(img.size):
-            return F.pil_to_tensor(self._resize_kept_region(img, *_resized_size(img.size, p.resize_size)))
+            whole = (0.0, 0.0, float(img.width), float(img.height))
+            return F.pil_to_tensor(self._resize_kept_region(img, whole, *_resized_size(img.size, p.resize_size)))
         img = F.resize(img, [p.resize_size], interpolation=self.interpolation, antialias=True)
         img = F.center_crop(img, [p.crop_size])
         return F.pil_to_tensor(img)
 
-    def _resize_kept_region(self, img: Image.Image, width: int, height: int) -> Image.Image:
-        """What resizing to ``width`` x ``height`` then centre-cropping gives, resizing only the kept region."""
+    def to_uint8_reduced(
+        self, img: Image.Image, size: tuple[int, int], box: Box, reducing_gap: float | None = None
+    ) -> Tensor:
+        """``to_uint8`` of a ``size`` (width, height) image that ``img`` holds at a lower resolution.
+
+        ``box`` is the region of ``img`` the full image covers: a JPEG decoded at 1/8 of 4001 pixels
+        is 501 wide, of which 500.125 are the image. Resizing from ``box`` to the size the full image
+        would be resized to keeps the geometry exact; ``reducing_gap`` is Pillow's ``resize`` option.
+        """
+        p = self.preprocessing
+        width, height = _resized_size(size, p.resize_size)
+        if not self.resizes_whole(size):
+            return F.pil_to_tensor(self._resize_kept_region(img, box, width, height))
+        resample = pil_modes_mapping[self.interpolation]
+        resized = img.resize((width, height), resample, box=box, reducing_gap=reducing_gap)
+        return F.pil_to_tensor(F.center_crop(resized, [p.crop_size]))
+
+    def _resize_kept_region(self, img: Image.Image, box: Box, width: int, height: int) -> Image.Image:
+        """What resizing ``box`` of ``img`` to ``width`` x ``height`` then centre-cropping gives, resizing
+        only the kept region."""
         crop = self.preprocessing.crop_size
         left, top = round((width - crop) / 2), round((height - crop) / 2)  # as F.center_crop places it
-        scale_x, scale_y = img.width / width, img.height / height
-        box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
-        return img.resize((crop, crop), pil_modes_mapping[self.interpolation], box=box)
+        scale_x, scale_y = (box[2] - box[0]) / width, (box[3] - box[1]) / height
+        kept = (
+            box[0] + left * scale_x,
+            box[1] + top * scale_y,
+            box[0] + (left + crop) * scale_x,
+            box[1] + (top + crop) * scale_y,
+        )
+        return img.resize((crop, crop), pil_modes_mapping[self.interpolation], box=kept)
 
     def normalize(self, batch: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """uint8 (..., 3, H, W) -> normalised ``dtype``; the maths runs in fp32 on ``batch``'s device."""

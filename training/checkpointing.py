@@ -7,9 +7,7 @@ renamed, so a crash or a preemption mid-write leaves the previous one intact.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from model import atomic_write
+from training.console import log
 from training.distributed import DistContext, on_main
 from training.loop import Engine
-from training.progress import log
 from training.recipes import TrainConfig, config_differences
 
 STATE_FORMAT = "resnet50-training-state"
@@ -94,18 +93,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_training_state(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": STATE_FORMAT, "version": STATE_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``state`` atomically (``model.files.atomic_write``: temp file, fsync, rename)."""
+    atomic_write(path, lambda tmp: torch.save({"format": STATE_FORMAT, "version": STATE_VERSION, **state}, tmp))
 
 
 def load_training_state(path: Path) -> dict[str, Any]:

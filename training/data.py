@@ -23,6 +23,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from model import EvalPreset
+from model.decoding import decode_for_eval
 from model.images import upright_rgb
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ def _few(names: list[str], limit: int = 5) -> str:
 
 
 def read_rgb(path: str) -> Image.Image:
-    """Decode exactly as the service does (``model.images.upright_rgb``)."""
+    """Decode the whole image as the service's exact path does (``model.images.upright_rgb``), for training."""
     with Image.open(path) as raw:
         raw.load()
         return upright_rgb(raw)
@@ -163,11 +165,17 @@ class TrainDataset(Dataset[Sample]):
 
 
 class EvalDataset(Dataset[Sample | None]):
-    """Keys are indices; an unreadable file yields ``None`` and is left out of the batch."""
+    """Keys are indices; a sample is the uint8 crop the service makes of the file (``decode_for_eval``).
 
-    def __init__(self, split: Split, transform: Callable[[Image.Image], Tensor]) -> None:
+    ``reduced`` is the service's default decoding (a large JPEG decoded at a reduced DCT scale), so
+    the accuracy measured is the accuracy served; ``reduced=False`` is the exact full-size path. An
+    unreadable file yields ``None`` and is left out of the batch.
+    """
+
+    def __init__(self, split: Split, preset: EvalPreset, *, reduced: bool = True) -> None:
         self.split = split
-        self.transform = transform
+        self.preset = preset
+        self.reduced = reduced
 
     def __len__(self) -> int:
         return len(self.split)
@@ -175,11 +183,12 @@ class EvalDataset(Dataset[Sample | None]):
     def __getitem__(self, index: int) -> Sample | None:
         path, target = self.split.samples[index]
         try:
-            img = read_rgb(path)
+            with Image.open(path) as img:
+                pixels = decode_for_eval(img, self.preset, reduced=self.reduced)
         except UNREADABLE as exc:
             _warn_once(path, exc)
             return None
-        return Sample(self.transform(img), target, 0)
+        return Sample(pixels, target, 0)
 
 
 def collate(samples: list[Sample | None]) -> Batch:

@@ -3,8 +3,10 @@
     python -m training.evaluate --data-dir D/val --model O/model.safetensors [--json]
 
 The folder holds ``<class>/<images>``; its class names must be among the checkpoint's labels (a
-subset is fine). Images go through the checkpoint's own preprocessing (``EvalPreset``). With
-``--json`` the last line printed is one JSON object: ``top1``, ``top5`` (percent), ``num_images``, ...
+subset is fine). Images are decoded as the service decodes them by default (large JPEGs at a reduced
+DCT scale; ``--exact-decode`` for the full-size path, the service's ``SERVE_REDUCED_DECODE=false``)
+and go through the checkpoint's own preprocessing (``EvalPreset``). With ``--json`` the last line
+printed is one JSON object: ``top1``, ``top5`` (percent), ``num_images``, ...
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from training.distributed import DistContext, resolve_device
 from training.loop import AMP_DTYPES
 from training.reporting import RESULTS_HEADER, results_row
 from training.samplers import ShardSampler
-from training.train import evaluate
+from training.validation import evaluate
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,6 +35,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=4, help="data-loading processes (default: 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--amp", choices=sorted(AMP_DTYPES), default="off", help="mixed precision (default: off)")
+    p.add_argument(
+        "--exact-decode",
+        action="store_true",
+        help="decode every image at full size, as SERVE_REDUCED_DECODE=false serves (default: off, reduced)",
+    )
     return p
 
 
@@ -43,7 +50,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, object]:
     preset = EvalPreset(checkpoint.preprocessing)
     ctx = DistContext(device=resolve_device(args.device))
     loader = make_loader(
-        EvalDataset(split, preset.to_uint8),
+        EvalDataset(split, preset, reduced=not args.exact_decode),
         ShardSampler(len(split), rank=0, world_size=1),
         batch_size=args.batch_size,
         workers=args.workers,
@@ -59,7 +66,8 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, object]:
         top5=metrics["top5"],
         config=str(checkpoint.metrics.get("recipe", checkpoint.source)),
     )
-    return {**metrics, "model": str(args.model), "version": checkpoint.version, "row": row}
+    decode = "exact" if args.exact_decode else "reduced"
+    return {**metrics, "model": str(args.model), "version": checkpoint.version, "decode": decode, "row": row}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,14 +8,9 @@ import time
 import torch
 from tqdm import tqdm
 
+from training.console import log
 from training.loop import EpochMeter
 from training.recipes import TrainConfig
-
-
-def log(message: str, enabled: bool = True) -> None:
-    """One plain line on stdout (flushed, so it shows up promptly in log files)."""
-    if enabled:
-        print(message, flush=True)
 
 
 class Progress:

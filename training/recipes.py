@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from model import write_text_atomic
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -238,7 +240,7 @@ def check_config(config: TrainConfig) -> None:
 def save_config(config: TrainConfig, output_dir: Path) -> Path:
     """Write the resolved configuration beside the outputs (``config.json``)."""
     path = output_dir / "config.json"
-    path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -34,21 +34,21 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model import CheckpointError, EvalPreset, Preprocessing, TrainPreset
 from training import checkpointing as ckpt
+from training.console import log
 from training.data import Batch, DataError, EvalDataset, TrainDataset, make_loader, scan_dataset
-from training.distributed import DistContext, all_reduce_sum, any_rank, setup_distributed, teardown_distributed
+from training.distributed import DistContext, any_rank, setup_distributed, teardown_distributed
 from training.interrupt import Interrupted, StopRequest
-from training.loop import AMP_DTYPES, Engine, EpochMeter, autocast, build_engine, topk_correct
+from training.loop import AMP_DTYPES, Engine, EpochMeter, build_engine
 from training.optim import update_ema
 from training.outputs import check_output_dir, save_epoch_outputs
-from training.progress import Progress, describe_start, epoch_line, log
+from training.progress import Progress, describe_start, epoch_line
 from training.recipes import TrainConfig, add_recipe_arguments, resolve_config, save_config
 from training.samplers import BatchMixer, ShardSampler, TrainSampler
+from training.validation import validate
 from training.weights import initial_network
 
 
@@ -101,9 +101,10 @@ def load_data(config: TrainConfig, ctx: DistContext) -> Data:
         preprocessing=preprocessing,
         train_sampler=sampler,
         train_loader=loader(TrainDataset(train_split, augment), sampler),
-        # uint8 crops travel to the device (4x less to copy); normalisation happens there
+        # uint8 crops, decoded as the service decodes by default, travel to the device (4x less to
+        # copy than floats); normalisation happens there
         val_loader=loader(
-            EvalDataset(val_split, EvalPreset(preprocessing).to_uint8),
+            EvalDataset(val_split, EvalPreset(preprocessing)),
             ShardSampler(len(val_split), rank=ctx.rank, world_size=ctx.world_size),
         ),
     )
@@ -151,59 +152,6 @@ def train_one_epoch(
     return None
 
 
-@torch.inference_mode()
-def evaluate(
-    net: nn.Module,
-    loader: Iterable[Batch],
-    preset: EvalPreset,
-    *,
-    ctx: DistContext,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> dict[str, float]:
-    """Exact top-1/top-5 (percent) and loss over every readable image, summed over all ranks."""
-    net.eval()
-    totals = torch.zeros(5, dtype=torch.float64, device=ctx.device)  # top-1, top-5, loss, images, skipped
-    for batch in loader:
-        totals[4] += batch.skipped
-        if len(batch.targets) == 0:
-            continue
-        images = preset.normalize(batch.images.to(ctx.device, non_blocking=True))
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = batch.targets.to(ctx.device, non_blocking=True)
-        with autocast(ctx.device, amp_dtype):
-            logits = net(images).float()
-        totals[:2] += topk_correct(logits, targets)
-        totals[2] += F.cross_entropy(logits, targets, reduction="sum")
-        totals[3] += len(targets)
-    top1, top5, loss, images_seen, skipped = all_reduce_sum(totals, ctx).tolist()
-    if images_seen == 0:
-        raise DataError("no readable validation image")
-    n = int(images_seen)
-    return {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss / n, "num_images": n, "skipped": int(skipped)}
-
-
-def validate(engine: Engine, data: Data, config: TrainConfig, ctx: DistContext) -> dict[str, float]:
-    """The epoch's validation numbers: the network's (val_*) and, when there is one, the EMA's (ema_*)."""
-    preset = EvalPreset(data.preprocessing)
-
-    def score(net: nn.Module) -> dict[str, float]:
-        return evaluate(
-            net, data.val_loader, preset, ctx=ctx, amp_dtype=engine.amp_dtype, channels_last=config.channels_last
-        )
-
-    val = score(engine.net)
-    record = {"val_images": val["num_images"], "val_skipped": val["skipped"]} | _prefixed("val", val)
-    if engine.ema is not None:
-        record |= _prefixed("ema", score(engine.ema.module))
-    return record
-
-
-def _prefixed(prefix: str, result: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}_{key}": result[key] for key in ("top1", "top5", "loss")}
-
-
 def finish_epoch(
     epoch: int,
     engine: Engine,
@@ -218,7 +166,9 @@ def finish_epoch(
     if not math.isfinite(record["train_loss"]):
         raise FloatingPointError(f"the training loss is {record['train_loss']} in epoch {epoch + 1}; lower --lr")
     engine.sync_buffers(ctx)
-    record |= validate(engine, data, config, ctx)
+    record |= validate(
+        engine, data.val_loader, EvalPreset(data.preprocessing), ctx=ctx, channels_last=config.channels_last
+    )
     # The EMA's weights are the ones exported when there is an EMA, so they decide "best".
     improved = state.add_epoch(record, score=record["ema_top1" if engine.ema is not None else "val_top1"])
     if ctx.is_main:

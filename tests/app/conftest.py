@@ -20,10 +20,10 @@ import httpx
 import pytest
 import torch
 
-from app.backends import Backend
 from app.config import Settings
-from app.main import create_app
-from app.service import Service
+from app.engine.backends import Backend
+from app.engine.service import Service
+from app.http.app import create_app
 from model import EvalPreset, build_model, save_checkpoint
 from tests.conftest import TINY_PREPROCESSING, photo
 
@@ -34,12 +34,6 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One ONNX cache for the whole run, so each checkpoint is exported once."""
-    return tmp_path_factory.mktemp("onnx-cache")
 
 
 @pytest.fixture(scope="session")
@@ -71,24 +65,6 @@ def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source="test",
     )
     return path
-
-
-@pytest.fixture
-def make_settings(tiny_checkpoint: Path, onnx_cache: Path) -> Callable[..., Settings]:
-    """Settings on the tiny checkpoint; keyword arguments override (torch backend unless asked)."""
-
-    def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "model_path": tiny_checkpoint,
-            "backend": "torch",
-            "device": "cpu",
-            "onnx_cache_dir": onnx_cache,
-            "max_batch_delay_ms": 2,
-            "decode_threads": 1,
-        }
-        return Settings(**(values | overrides))
-
-    return make
 
 
 class InProcess(NamedTuple):
@@ -159,11 +135,12 @@ class GatedBackend:
 
 def gate_model(service: Service, open_gate: bool = False) -> GatedBackend:
     """Put a ``GatedBackend`` in front of the service's loaded backend."""
-    assert service.classifier is not None
-    gated = GatedBackend(service.classifier.backend)
+    assert service.model is not None
+    classifier = service.model.classifier
+    gated = GatedBackend(classifier.backend)
     if open_gate:
         gated.gate.set()
-    service.classifier.backend = gated
+    classifier.backend = gated
     return gated
 
 
@@ -192,7 +169,8 @@ class RunningServer:
 def start_server(env: dict[str, str], log_path: Path, timeout_s: float = 120) -> RunningServer:
     """Start ``python -m app`` with ``env`` on a free port and wait until it reports ready."""
     port = free_port()
-    environ = {**os.environ, **env, "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
+    # No gRPC server unless the test asks for one (on a port of its own): servers of one run would share 8001.
+    environ = {**os.environ, "SERVE_GRPC_PORT": "0", **env, "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=environ, stdout=log, stderr=log)
     server = RunningServer(process, f"http://127.0.0.1:{port}", log_path)

@@ -1,4 +1,4 @@
-"""Every client error of DESIGN §3: its status, its code, the JSON envelope and its headers."""
+"""Every client error of docs/design.md §3: its status, its code, the JSON envelope and its headers."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ async def test_a_failing_batch_is_a_bare_500_and_the_service_keeps_serving(
 
 
 async def test_going_ready_logs_the_model_it_serves(make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="app.service"):
+    with caplog.at_level(logging.INFO, logger="app.engine.service"):
         async with make_client() as (_, service):
             assert service.startup_error is None
     (ready,) = [r for r in caplog.records if r.getMessage() == "ready"]

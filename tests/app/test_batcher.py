@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from app.batcher import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, DynamicBatcher, Outcome, QueueFull
+from app.engine.batcher import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, DynamicBatcher, Outcome, QueueFull
+from app.engine.capacity import Capacity
 
 pytestmark = pytest.mark.anyio
 LATER = 3600.0  # a deadline nobody reaches in a test
@@ -37,12 +38,15 @@ class RecordingModel:
 
 def make_batcher(model: object, **overrides: float) -> DynamicBatcher[int, int]:
     options = {"max_batch_size": 2, "max_batch_delay_s": 0.0, "max_queue_size": 16, "max_in_flight": 1} | overrides
+    capacity = Capacity(
+        max_batch_size=int(options["max_batch_size"]),
+        max_queue_size=int(options["max_queue_size"]),
+        batches_in_flight=int(options["max_in_flight"]),
+    )
     return DynamicBatcher(
         model,  # type: ignore[arg-type]
-        max_batch_size=int(options["max_batch_size"]),
+        capacity=capacity,
         max_batch_delay_s=options["max_batch_delay_s"],
-        max_queue_size=int(options["max_queue_size"]),
-        max_in_flight=int(options["max_in_flight"]),
     )
 
 
@@ -248,8 +252,15 @@ async def test_two_batches_in_flight_run_concurrently_and_a_third_waits() -> Non
 
 
 @pytest.mark.parametrize(
-    "bad", [{"max_batch_size": 0}, {"max_queue_size": 0}, {"max_batch_delay_s": -1}, {"max_in_flight": 0}]
+    ("bad", "named"),
+    [
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_batch_size": 257, "max_queue_size": 300}, "max_batch_size"),
+        ({"max_queue_size": 1}, "max_queue_size"),
+        ({"max_batch_delay_s": -1}, "max_batch_delay_s"),
+        ({"max_in_flight": 0}, "batches_in_flight"),
+    ],
 )
-async def test_invalid_limits_are_refused(bad: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="max_batch_size"):
+async def test_invalid_limits_are_refused(bad: dict[str, float], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
         make_batcher(RecordingModel(), **bad)

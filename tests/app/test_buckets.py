@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from app.backends.buckets import batch_buckets, bucket_for, pad_batch
+from app.engine.backends.buckets import batch_buckets, bucket_for, pad_batch
 
 
 @pytest.mark.parametrize(

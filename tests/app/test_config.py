@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from app.backends import Runtime, resolve_runtime
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, load_settings, unknown_variables
+from app.engine.backends import Runtime, plan_runtime, resolve_runtime
 
 
 def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,13 +59,13 @@ def test_onnxruntime_refuses_half_precision(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SERVE_BACKEND", "onnxruntime")
     monkeypatch.setenv("SERVE_PRECISION", "fp16")
     with pytest.raises(ConfigError, match=r"SERVE_BACKEND=onnxruntime runs fp32 only.*SERVE_PRECISION=fp16"):
-        load_settings()
+        plan_runtime(load_settings())
 
 
 def test_the_queue_must_hold_a_full_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SERVE_MAX_BATCH_SIZE", "32")
     monkeypatch.setenv("SERVE_MAX_QUEUE_SIZE", "16")
-    with pytest.raises(ConfigError, match="SERVE_MAX_QUEUE_SIZE=16 is below SERVE_MAX_BATCH_SIZE=32"):
+    with pytest.raises(ConfigError, match=r"SERVE_MAX_QUEUE_SIZE=16, SERVE_MAX_BATCH_SIZE=32: .* never be queued"):
         load_settings()
 
 
@@ -110,3 +110,19 @@ def test_impossible_plans_are_refused(settings: tuple[str, str, str, str], cuda_
     device, backend, precision, decode = settings
     with pytest.raises(ConfigError, match=message):
         resolve_runtime(device=device, backend=backend, precision=precision, decode=decode, cuda_devices=cuda_devices)
+
+
+def test_unknown_serve_variables_are_named_with_the_closest_setting() -> None:
+    environ = {
+        "SERVE_MAX_BATCH_SZIE": "4",
+        "SERVE_API_KEYS": "x",
+        "SERVE_SERVICE_HOST": "10.0.0.1",  # what Kubernetes' service links make of a Service named "serve"
+        "SERVE_PORT": "8000",
+        "HOME": "/root",
+    }
+    lines = unknown_variables(environ)
+    assert lines == [
+        "SERVE_API_KEYS is not a setting of this service and is ignored; did you mean SERVE_API_KEY?",
+        "SERVE_MAX_BATCH_SZIE is not a setting of this service and is ignored; did you mean SERVE_MAX_BATCH_SIZE?",
+        "SERVE_SERVICE_HOST is not a setting of this service and is ignored",
+    ]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from app.backends.cuda_graphs import GraphedForward
+from app.engine.backends.cuda_graphs import GraphedForward
 from model import EvalPreset, Preprocessing, build_model
 
 pytestmark = pytest.mark.gpu

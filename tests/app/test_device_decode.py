@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from app.backends.torch_backend import TorchBackend
-from app.classifier import Classifier, EncodedJpeg
-from app.errors import ImageTooLarge, InvalidImage
+from app.engine.backends.torch_backend import TorchBackend
+from app.engine.classifier import Classifier, EncodedJpeg
+from app.engine.errors import ImageTooLarge, InvalidImage
+from app.engine.preparing import ImagePreparer
 from model import EvalPreset, load_checkpoint
 from tests.conftest import encode, photo
 
@@ -25,7 +26,8 @@ def classifier(calibrated_checkpoint: Path) -> Classifier:
     backend = TorchBackend(
         checkpoint.model, EvalPreset(checkpoint.preprocessing), device="cpu", precision="fp32", threads=0
     )
-    return Classifier(checkpoint, backend, max_image_pixels=10_000_000, decode_on_device=True)
+    # The exact CPU path, so GPU decoding is compared with the reference (reduced decoding has its own tests).
+    return Classifier(checkpoint, backend, max_image_pixels=10_000_000, decode_on_device=True, reduced_decode=False)
 
 
 def test_only_rgb_and_grey_jpegs_are_left_for_the_device(classifier: Classifier) -> None:
@@ -62,9 +64,8 @@ def test_a_mixed_batch_keeps_order_and_agrees_with_the_cpu_path(classifier: Clas
         classifier.prepare(jpegs[2]),
     ]
     results = classifier.predict_batch(items)
-    reference = classifier.predict_batch(
-        [classifier.decode_on_cpu(data) for data in (jpegs[0], png, jpegs[1], jpegs[2])]
-    )
+    on_cpu = ImagePreparer(classifier.preset, max_image_pixels=10_000_000, reduced=False)  # without the GPU
+    reference = classifier.predict_batch([on_cpu.prepare(data) for data in (jpegs[0], png, jpegs[1], jpegs[2])])
     assert len(results) == 4
     for got, want in zip(results, reference, strict=True):
         assert isinstance(got, torch.Tensor)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
-from app.imaging import decode_image
+from app.engine.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from app.engine.imaging import decode_image
 from tests.conftest import encode, photo
 
 LIMIT = 10_000_000
@@ -96,9 +96,11 @@ def test_formats_outside_the_allowed_ones_are_unsupported(fmt: str) -> None:
         decode_image(encode(Image.new("RGB", (16, 16), "red"), fmt), LIMIT)
 
 
-def test_svg_is_unsupported_and_text_is_invalid() -> None:
+def test_svg_and_pdf_are_unsupported_and_text_is_invalid() -> None:
     with pytest.raises(UnsupportedMediaType, match="SVG"):
         decode_image(b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', LIMIT)
+    with pytest.raises(UnsupportedMediaType, match="PDF is not a supported image format"):
+        decode_image(b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n", LIMIT)
     with pytest.raises(InvalidImage):
         decode_image(b"hello, this is not an image", LIMIT)
 

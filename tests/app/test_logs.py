@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from app.logs import JsonFormatter, TextFormatter
+from app.process.logs import JsonFormatter, TextFormatter
 
 
 def make_record(exc: bool = False) -> logging.LogRecord:

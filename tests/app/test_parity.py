@@ -6,14 +6,15 @@ import io
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from app.backends.onnx_backend import OnnxBackend
-from app.backends.onnx_export import cache_candidates, first_writable_dir
-from app.backends.torch_backend import TorchBackend
+from app.engine.backends.onnx_backend import OnnxBackend
+from app.engine.backends.onnx_export import GRAPH_REVISION, cache_candidates, first_writable_dir
+from app.engine.backends.torch_backend import TorchBackend
 from model import Checkpoint, EvalPreset, load_checkpoint
 from tests.app.conftest import MakeClient
 from tests.conftest import encode, photo
@@ -42,18 +43,29 @@ def reference_probabilities(ckpt: Checkpoint, data: bytes) -> torch.Tensor:
 async def test_answers_match_torchvisions_reference_pipeline(
     make_client: MakeClient, calibrated_checkpoint: Path, backend: str
 ) -> None:
-    uploads = {name: encode(photo(name), "JPEG", quality=90) for name in PHOTOS}
-    uploads["coffee.png"] = encode(photo("coffee"), "PNG")
+    """With SERVE_REDUCED_DECODE=false the service is torchvision's reference pipeline."""
     reference = load_checkpoint(calibrated_checkpoint)
-    async with make_client(model_path=calibrated_checkpoint, backend=backend) as (client, _):
-        for name, data in uploads.items():
-            response = await client.post("/predict?top_k=10", content=data, headers={"content-type": "image/jpeg"})
-            served = torch.zeros(10)
-            for p in response.json()["predictions"]:
-                served[p["class_id"]] = p["score"]
+    settings = {"model_path": calibrated_checkpoint, "backend": backend, "reduced_decode": False}
+    async with make_client(**settings) as (client, _):
+        for name, data in parity_uploads().items():
+            served = await served_probabilities(client, data)
             expected = reference_probabilities(reference, data)
             assert torch.allclose(served, expected, atol=1e-4, rtol=0), name
             assert served.max() < 0.9, "a saturated softmax would make this comparison meaningless"
+
+
+def parity_uploads() -> dict[str, bytes]:
+    uploads = {name: encode(photo(name), "JPEG", quality=90) for name in PHOTOS}
+    uploads["coffee.png"] = encode(photo("coffee"), "PNG")
+    return uploads
+
+
+async def served_probabilities(client: httpx.AsyncClient, data: bytes) -> torch.Tensor:
+    response = await client.post("/predict?top_k=10", content=data, headers={"content-type": "image/jpeg"})
+    served = torch.zeros(10)
+    for p in response.json()["predictions"]:
+        served[p["class_id"]] = p["score"]
+    return served
 
 
 def photo_batch(preset: EvalPreset) -> torch.Tensor:
@@ -86,7 +98,7 @@ def test_the_export_is_cached_by_version_and_reused(
     def no_export(*args: object) -> None:
         raise AssertionError("exported again although the cache holds this version")
 
-    monkeypatch.setattr("app.backends.onnx_export.export_graph", no_export)
+    monkeypatch.setattr("app.engine.backends.onnx_export.export_graph", no_export)
     again = OnnxBackend(checkpoint, preset, threads=1, cache_dir=onnx_cache)
     assert again.graph_path == first.graph_path and again.graph_path.stat().st_mtime_ns == stamp
     assert not [p for p in onnx_cache.iterdir() if p.suffix == ".tmp"]  # atomic writes leave no temp files
@@ -95,7 +107,7 @@ def test_the_export_is_cached_by_version_and_reused(
 def test_a_damaged_cache_entry_is_exported_again(tiny_checkpoint: Path, tmp_path: Path) -> None:
     checkpoint = load_checkpoint(tiny_checkpoint)
     preset = EvalPreset(checkpoint.preprocessing)
-    name = f"resnet50-{checkpoint.version}-r1.onnx"
+    name = f"resnet50-{checkpoint.version}-r{GRAPH_REVISION}.onnx"
     (tmp_path / name).write_bytes(b"half a graph")
     backend = OnnxBackend(checkpoint, preset, threads=1, cache_dir=tmp_path)
     assert backend.infer(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)).shape == (2, 3)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -65,7 +67,7 @@ async def test_sigterm_drains_accepted_requests_refuses_new_ones_and_exits_0(
 
 
 def run_app(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SERVE_")} | env
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SERVE_")} | {"SERVE_GRPC_PORT": "0"} | env
     return subprocess.run(
         [sys.executable, "-m", "app"], cwd=REPO, env=environ, capture_output=True, text=True, timeout=120
     )
@@ -82,3 +84,26 @@ def test_a_missing_model_stops_the_server_with_exit_1(tmp_path: Path) -> None:
     result = run_app({"SERVE_MODEL_PATH": str(missing), "SERVE_PORT": "0", "SERVE_LOG_FORMAT": "text"})
     assert result.returncode == 1
     assert f"{missing}: no such file" in result.stderr
+
+
+def test_a_misspelt_setting_is_named_with_the_closest_real_one(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.safetensors"
+    result = run_app({"SERVE_MODEL_PATH": str(missing), "SERVE_PORT": "0", "SERVE_MAX_BATCH_SZIE": "4"})
+    assert result.returncode == 1  # a warning, not an error: the missing model is what stops it
+    warnings = [line for line in result.stderr.splitlines() if "SERVE_MAX_BATCH_SZIE" in line]
+    assert len(warnings) == 1 and '"level": "warning"' in warnings[0], result.stderr
+    assert "did you mean SERVE_MAX_BATCH_SIZE?" in warnings[0]
+
+
+def test_the_request_head_stays_bounded_with_httptools_installed(server_factory: Callable[..., RunningServer]) -> None:
+    """uvicorn would take httptools whenever it is installed, and with it no header limit holds: the server
+    pins h11, whose limits docs/reliability.md measured."""
+    assert importlib.util.find_spec("httptools") is not None, "the dev environment installs httptools for this test"
+    server = server_factory(SERVE_BACKEND="torch", SERVE_DEVICE="cpu")
+    host, port = server.url.removeprefix("http://").split(":")
+    # 100 KB of a head that never ends: h11 refuses it once past its 16 KiB limit; httptools would wait for more.
+    head = f"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Padding: {'a' * 100_000}".encode()
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(head)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]

@@ -15,12 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app.conftest import REPO, RunningServer, free_port
 from tests.conftest import encode, photo
 
-WORKERS = {"SERVE_WORKERS": "2", "SERVE_BACKEND": "torch", "SERVE_DEVICE": "cpu", "SERVE_DECODE_THREADS": "1"}
+WORKERS = {
+    "SERVE_WORKERS": "2",
+    "SERVE_BACKEND": "torch",
+    "SERVE_DEVICE": "cpu",
+    "SERVE_DECODE_THREADS": "1",
+    "SERVE_GRPC_PORT": "0",
+}
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -150,6 +157,29 @@ def test_a_dead_worker_is_replaced_and_a_killed_parent_takes_its_workers_along(
     wait_until(lambda: not alive(second) and not alive(replacement), "the orphaned workers to exit", 60)
 
 
+def probe(url: str) -> tuple[int, str]:
+    answer = httpx.get(f"{url}/health/ready", timeout=10)  # a fresh connection: any worker may answer
+    return answer.status_code, answer.text
+
+
+def test_the_pod_is_ready_only_when_every_worker_is(server_factory: Callable[..., RunningServer]) -> None:
+    """While a replacement worker loads, every probe says 503, whichever worker answers it."""
+    server = server_factory(**WORKERS)
+    wait_until(lambda: all_ready(server.url), "both workers to be ready")
+    assert probe(server.url)[0] == 200
+    first, _ = worker_pids(server)
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: probe(server.url)[0] == 503, "the probe to notice the dead worker", 10)
+    seen = []
+    while (answer := probe(server.url))[0] != 200:
+        seen.append(answer)
+        time.sleep(0.05)
+    assert len(worker_pids(server)) == 3  # ready again only once the replacement said so
+    assert all_ready(server.url)
+    assert all(status == 503 for status, _ in seen)
+    assert any("another worker process is still loading the model" in text for _, text in seen), seen[:3]
+
+
 def test_a_model_that_cannot_load_stops_every_worker(tmp_path: Path) -> None:
     env = {**os.environ, **WORKERS, "SERVE_MODEL_PATH": str(tmp_path / "missing.safetensors")}
     env |= {"SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(free_port())}
@@ -158,8 +188,12 @@ def test_a_model_that_cannot_load_stops_every_worker(tmp_path: Path) -> None:
     assert b"cannot serve; stopping every worker" in done.stderr
 
 
-def test_a_port_in_use_is_refused_at_once(tiny_checkpoint: Path) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["plain", "so_reuseport"])
+def test_a_port_in_use_is_refused_at_once(tiny_checkpoint: Path, shared: bool) -> None:
+    """Also when the server already there shares its port (as another ``SERVE_WORKERS`` server does):
+    SO_REUSEPORT must not split the traffic between two servers."""
     with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(shared))
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]

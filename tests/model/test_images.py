@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.imaging import decode_image
+from app.engine.imaging import decode_image
 from model.images import to_rgb, upright_rgb
 from tests.conftest import encode, photo
 from training.data import read_rgb

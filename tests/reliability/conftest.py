@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.service import Service as AppService
-from benchmarks.reliability.service import Service
-from benchmarks.reliability.suite import API_KEY, Workspace
+from app.engine.service import Service as AppService
+from tests.reliability.support.service import Service
+from tests.reliability.support.suite import API_KEY, Workspace
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ class GuardedServer:
 @pytest.fixture(scope="session")
 def guarded_server(workspace: Workspace) -> Iterator[GuardedServer]:
     report = workspace.root / "unpickling.txt"
-    launcher = ("-m", "benchmarks.reliability.pickle_guard", str(report))
+    launcher = ("-m", "tests.reliability.support.pickle_guard", str(report))
     with workspace.start("guarded", launcher=launcher, SERVE_API_KEY=API_KEY) as service:
         yield GuardedServer(service, report)
 

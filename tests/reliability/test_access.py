@@ -10,9 +10,10 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from app import routes
+from app.http import auth
 from benchmarks.images import benchmark_jpegs
-from benchmarks.reliability.access import (
+from tests.reliability.conftest import GuardedServer
+from tests.reliability.support.access import (
     auth_cases,
     check_floors,
     compose_users,
@@ -21,9 +22,8 @@ from benchmarks.reliability.access import (
     is_root,
     run_auth_cases,
 )
-from benchmarks.reliability.rawhttp import RawRequest, exchange
-from benchmarks.reliability.suite import API_KEY, REPO
-from tests.reliability.conftest import GuardedServer
+from tests.reliability.support.rawhttp import RawRequest, exchange
+from tests.reliability.support.suite import API_KEY, REPO
 
 
 def test_predictions_need_the_key_and_health_and_metrics_stay_open(guarded_server: GuardedServer) -> None:
@@ -43,7 +43,7 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(guarded_se
 
 
 def test_the_key_is_compared_in_constant_time() -> None:
-    tree = ast.parse(inspect.getsource(routes.require_api_key))
+    tree = ast.parse(inspect.getsource(auth.bearer_matches))
     calls = [ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)]
     assert "hmac.compare_digest" in calls
     equalities = [

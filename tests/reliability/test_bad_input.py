@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from PIL import Image
 from torchvision.transforms import functional as F
 
-from benchmarks.reliability.badinput import check_decoded, check_exchange, decode_path
-from benchmarks.reliability.corpus import all_cases, run_cases
-from benchmarks.reliability.fuzzing import hostile_images, http_requests
-from benchmarks.reliability.rawhttp import RawRequest
-from benchmarks.reliability.suite import AUTH, CROP, MAX_BATCH_SIZE, MAX_UPLOAD_BYTES, Workspace
 from model import EvalPreset, Preprocessing
 from tests.reliability.conftest import GuardedServer
+from tests.reliability.support.badinput import check_decoded, check_exchange, decode_path
+from tests.reliability.support.corpus import all_cases, run_cases
+from tests.reliability.support.fuzzing import hostile_images, http_requests
+from tests.reliability.support.rawhttp import RawRequest
+from tests.reliability.support.suite import AUTH, CROP, MAX_BATCH_SIZE, MAX_UPLOAD_BYTES, Workspace
 
 # Derandomized: the same cases on every run, so the suite is stable; the full runner explores further.
 FUZZ = settings(
@@ -78,7 +78,7 @@ def test_an_extreme_aspect_ratio_is_resized_in_bounded_memory() -> None:
         """
         import io, resource
         from PIL import Image
-        from app.imaging import decode_image
+        from app.engine.imaging import decode_image
         from model import EvalPreset, Preprocessing
         preset = EvalPreset(Preprocessing())
         def png(width, height):

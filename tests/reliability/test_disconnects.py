@@ -8,24 +8,24 @@ import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
 import uvicorn
 
-from app.batcher import DynamicBatcher, Outcome
-from app.config import Settings
-from app.main import create_app
-from app.service import Service as AppService
+from app.engine.batcher import DynamicBatcher, Outcome
+from app.engine.capacity import Capacity
+from app.engine.service import Service as AppService
+from app.http.app import create_app
 from benchmarks.images import benchmark_jpegs
-from benchmarks.reliability.disconnects import run_disconnects
-from benchmarks.reliability.service import Service, free_port
-from benchmarks.reliability.suite import DISCONNECT_ENV
-from benchmarks.reliability.traffic import request_bytes
 from tests.app.conftest import gate_model, serve_in_process
 from tests.app.test_api_lifecycle import wait_entered
+from tests.conftest import MakeSettings
 from tests.reliability.conftest import app_metric
+from tests.reliability.support.disconnects import run_disconnects
+from tests.reliability.support.service import Service, free_port
+from tests.reliability.support.suite import DISCONNECT_ENV
+from tests.reliability.support.traffic import request_bytes
 
 SERVER_ENV = DISCONNECT_ENV
 JPEG = {"content-type": "image/jpeg"}
@@ -53,11 +53,11 @@ async def _open(port: int, payload: bytes) -> tuple[asyncio.StreamReader, asynci
 
 
 @pytest.mark.anyio
-async def test_a_disconnect_while_queued_leaves_no_task_behind(tiny_checkpoint: Path) -> None:
+async def test_a_disconnect_while_queued_leaves_no_task_behind(make_settings: MakeSettings) -> None:
     """uvicorn in this process, over real loopback HTTP: the model is held busy, three queued clients hang
     up, and afterwards the model has run only the others and the event loop holds no extra task."""
     before_server = set(asyncio.all_tasks())
-    settings = Settings(model_path=tiny_checkpoint, backend="torch", device="cpu", max_batch_size=1, decode_threads=1)
+    settings = make_settings(max_batch_size=1, max_batch_delay_ms=4)
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
@@ -100,7 +100,9 @@ async def test_a_cancelled_submission_is_dropped_quietly() -> None:
     loop.set_exception_handler(lambda _, context: reported.append(context))
     calls: list[list[str]] = []
     batcher: DynamicBatcher[str, str] = DynamicBatcher(
-        lambda items: calls.append(items) or items, max_batch_size=4, max_batch_delay_s=0.5, max_queue_size=4
+        lambda items: calls.append(items) or items,
+        capacity=Capacity(max_batch_size=4, max_queue_size=4),
+        max_batch_delay_s=0.5,
     )
     batcher.start()
     try:
@@ -121,18 +123,10 @@ async def test_a_cancelled_submission_is_dropped_quietly() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_slow_upload_holds_no_place_and_meets_its_deadline(tiny_checkpoint: Path) -> None:
+async def test_a_slow_upload_holds_no_place_and_meets_its_deadline(make_settings: MakeSettings) -> None:
     """Three clients that declare a body and stall: they take none of the three places (1 queued + 2 batches),
     a normal request is served meanwhile, and each stalled one gets 504 at its deadline."""
-    settings = Settings(
-        model_path=tiny_checkpoint,
-        backend="torch",
-        device="cpu",
-        max_batch_size=1,
-        max_queue_size=1,
-        request_timeout_s=1.0,
-        decode_threads=1,
-    )
+    settings = make_settings(max_batch_size=1, max_queue_size=1, request_timeout_s=1.0, max_batch_delay_ms=4)
     body = benchmark_jpegs()[0]
 
     async def stalled() -> AsyncIterator[bytes]:
@@ -149,4 +143,4 @@ async def test_a_slow_upload_holds_no_place_and_meets_its_deadline(tiny_checkpoi
     assert served.status_code == 200
     assert [(r.status_code, r.json()["error"]["code"]) for r in timed_out] == [(504, "timeout")] * 3
     assert 'inference_rejections_total{reason="timeout"} 3.0' in metrics
-    assert service.batcher is None or service.batcher.depth == 0
+    assert service.queue_depth() == 0

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings
 from benchmarks.images import benchmark_jpegs
-from benchmarks.reliability.faults import REPO, run_weight_faults
-from benchmarks.reliability.model_faults import run_forward_faults
-from benchmarks.reliability.pickle_guard import unpickling_calls
-from benchmarks.reliability.rawhttp import RawRequest, exchange
-from benchmarks.reliability.suite import AUTH, DEFAULT_WEIGHT_FAULTS, Workspace
+from tests.conftest import MakeSettings
 from tests.reliability.conftest import GuardedServer
+from tests.reliability.support.faults import REPO, run_weight_faults
+from tests.reliability.support.model_faults import run_forward_faults
+from tests.reliability.support.pickle_guard import unpickling_calls
+from tests.reliability.support.rawhttp import RawRequest, exchange
+from tests.reliability.support.suite import AUTH, DEFAULT_WEIGHT_FAULTS, Workspace
 
 
 @pytest.mark.slow
@@ -46,8 +46,8 @@ def test_the_guard_and_the_marker_catch_real_unpickling(tmp_path: Path) -> None:
         f"""
         import pickle, torch
         from pathlib import Path
-        from benchmarks.reliability.faults import Planted
-        from benchmarks.reliability.pickle_guard import install
+        from tests.reliability.support.faults import Planted
+        from tests.reliability.support.pickle_guard import install
         install(Path({str(tmp_path / "report.txt")!r}))
         torch.save({{"w": torch.ones(2)}}, {str(tmp_path / "w.pt")!r})
         torch.load({str(tmp_path / "w.pt")!r}, weights_only=True)
@@ -62,8 +62,8 @@ def test_the_guard_and_the_marker_catch_real_unpickling(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_forward_pass_that_raises_fails_only_its_own_batch(tiny_checkpoint: Path) -> None:
-    settings = Settings(model_path=tiny_checkpoint, backend="torch", device="cpu", max_batch_delay_ms=2)
+async def test_a_forward_pass_that_raises_fails_only_its_own_batch(make_settings: MakeSettings) -> None:
+    settings = make_settings(decode_threads=2)
     result = await run_forward_faults(settings, benchmark_jpegs()[0], requests=48, concurrency=16, period=2)
     assert result.failed_batches > 0 and result.images_in_good_batches > 0
     assert result.matched  # 500 exactly for the failed batches' images, 200 for every other

@@ -7,20 +7,19 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import uvicorn
 
-from app.config import Settings
-from app.server import DrainingServer
+from app.process.server import DrainingServer
 from benchmarks.images import benchmark_jpegs
-from benchmarks.reliability.overload import run_overload
-from benchmarks.reliability.service import Service
-from benchmarks.reliability.suite import MAX_BATCH_SIZE, REQUEST_TIMEOUT_S
 from tests.app.conftest import gate_model, serve_in_process
 from tests.app.test_api_lifecycle import wait_entered
+from tests.conftest import MakeSettings
 from tests.reliability.conftest import app_metric
+from tests.reliability.support.overload import run_overload
+from tests.reliability.support.service import Service
+from tests.reliability.support.suite import MAX_BATCH_SIZE, REQUEST_TIMEOUT_S
 
 JPEG = {"content-type": "image/jpeg"}
 
@@ -40,18 +39,10 @@ def test_four_times_capacity_is_shed_at_once_and_the_service_recovers(server: Se
 
 
 @pytest.mark.anyio
-async def test_a_full_pipeline_refuses_before_reading_the_body(tiny_checkpoint: Path) -> None:
+async def test_a_full_pipeline_refuses_before_reading_the_body(make_settings: MakeSettings) -> None:
     """Admission counts images from arrival to answer: once the queue and batches are full, a new request is
     refused before a byte of its body is read or decoded."""
-    settings = Settings(
-        model_path=tiny_checkpoint,
-        backend="torch",
-        device="cpu",
-        max_batch_size=1,
-        max_queue_size=1,
-        max_batch_delay_ms=0,
-        decode_threads=1,
-    )
+    settings = make_settings(max_batch_size=1, max_queue_size=1, max_batch_delay_ms=0)
     body = benchmark_jpegs()[0]
     pulled = 0
 
@@ -67,7 +58,7 @@ async def test_a_full_pipeline_refuses_before_reading_the_body(tiny_checkpoint: 
         await wait_entered(gated.entered)
         # One image in the model, one collected as the next batch, one queued: the limit of 1 + 2 x 1.
         held = [asyncio.create_task(client.post("/predict", content=body, headers=JPEG)) for _ in range(2)]
-        while service.batcher is not None and service.batcher.depth < 1:
+        while service.queue_depth() < 1:
             await asyncio.sleep(0.01)
         decoded = app_metric(service, "inference_decode_duration_seconds_count")
         refused = await client.post("/predict", content=counted_body(), headers=JPEG)
@@ -79,10 +70,10 @@ async def test_a_full_pipeline_refuses_before_reading_the_body(tiny_checkpoint: 
 
 
 @pytest.mark.anyio
-async def test_the_heap_is_frozen_once_the_model_is_ready(tiny_checkpoint: Path) -> None:
+async def test_the_heap_is_frozen_once_the_model_is_ready(make_settings: MakeSettings) -> None:
     """The objects of torch, ONNX and the model are moved out of the collector's reach, so a full collection
     under load does not pause every request for hundreds of milliseconds."""
-    settings = Settings(model_path=tiny_checkpoint, backend="torch", device="cpu")
+    settings = make_settings(decode_threads=2, max_batch_delay_ms=4)
     async with serve_in_process(settings) as (_, service):
         config = uvicorn.Config(_no_app, log_config=None)
         config.load()

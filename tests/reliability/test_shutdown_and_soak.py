@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.images import benchmark_jpegs
-from benchmarks.reliability.overload import measure_capacity
-from benchmarks.reliability.shutdown import run_shutdown
-from benchmarks.reliability.soak import run_soak
-from benchmarks.reliability.suite import MAX_BATCH_SIZE, REQUEST_TIMEOUT_S, Workspace
+from tests.reliability.support.overload import measure_capacity
+from tests.reliability.support.shutdown import run_shutdown
+from tests.reliability.support.soak import run_soak
+from tests.reliability.support.suite import MAX_BATCH_SIZE, REQUEST_TIMEOUT_S, Workspace
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.reliability.training_faults import run_training_faults
+from tests.reliability.support.training_faults import run_training_faults
 from training.distributed import DistContext
 from training.outputs import check_output_dir
 

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model import CHECKPOINT_FILENAME
+
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["amber", "blue", "green", "red", "violet"]
 COLOURS = {"amber": (230, 160, 20), "blue": (30, 60, 220), "green": (30, 180, 60), "red": (210, 30, 30)}
@@ -120,7 +122,7 @@ class TrainedRun:
 
     @property
     def checkpoint(self) -> Path:
-        return self.output_dir / "model.safetensors"
+        return self.output_dir / CHECKPOINT_FILENAME
 
 
 RUN_FLAGS = ("--epochs", "3", "--workers", "2", "--seed", "7")

@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model import TrainPreset
+from benchmarks.photos import phone_photo
+from model import EvalPreset, Preprocessing, TrainPreset
+from model.decoding import decode_for_eval
 from tests.training.conftest import CLASSES, make_image_folder, write_split
 from training.data import (
     DataError,
@@ -93,13 +95,31 @@ def test_train_augmentation_depends_only_on_index_and_seed(folder: Path) -> None
 
 def test_eval_dataset_leaves_unreadable_files_out(folder: Path) -> None:
     _, val = scan_dataset(folder)
-    dataset = EvalDataset(val, lambda img: torch.zeros(3, 4, 4, dtype=torch.uint8))
+    dataset = EvalDataset(val, EvalPreset(Preprocessing(resize_size=37, crop_size=32)))
     items = [dataset[i] for i in range(len(dataset))]
     assert sum(item is None for item in items) == 1
     batch = collate(items)
     assert len(batch.targets) == 15 and batch.skipped == 1
+    assert batch.images.shape == (15, 3, 32, 32) and batch.images.dtype == torch.uint8
     empty = collate([None, None])
     assert len(empty.targets) == 0 and empty.skipped == 2
+
+
+@pytest.mark.parametrize("reduced", [True, False])
+def test_eval_dataset_decodes_as_the_service_does(tmp_path: Path, reduced: bool) -> None:
+    """Reduced by default (a 1600x1200 JPEG at 1/4 of its size for resize 232), exact on request."""
+    path = tmp_path / "val" / "cat" / "phone.jpg"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(phone_photo("chelsea", (1600, 1200), orientation=6))
+    preset = EvalPreset(Preprocessing())
+    sample = EvalDataset(scan_split(tmp_path / "val"), preset, reduced=reduced)[0]
+    assert sample is not None
+    with Image.open(path) as img:
+        served = decode_for_eval(img, preset, reduced=reduced)
+    with Image.open(path) as img:
+        other = decode_for_eval(img, preset, reduced=not reduced)
+    assert torch.equal(sample.image, served) and not torch.equal(sample.image, other)
+    assert sample.image.shape == (3, 224, 224)
 
 
 def test_scan_for_labels_maps_folders_to_model_class_ids(folder: Path) -> None:

@@ -22,7 +22,7 @@ def test_json_last_line_matches_the_training_metrics(trained_run: TrainedRun) ->
     lines = proc.stdout.strip().splitlines()
     result = json.loads(lines[-1])
     metrics = load_checkpoint(trained_run.checkpoint).metrics
-    assert result["num_images"] == 15 and result["skipped"] == 1
+    assert result["num_images"] == 15 and result["skipped"] == 1 and result["decode"] == "reduced"
     assert result["top1"] == pytest.approx(metrics["top1"], abs=1e-3)
     assert result["top5"] == pytest.approx(metrics["top5"], abs=1e-3)
     assert "| Model | Params(M) | Flops(G) | Top-1 (%) | Top-5 (%) | Config |" in lines
@@ -36,9 +36,13 @@ def test_a_subset_of_classes_is_scored_against_the_full_head(
     subset = tmp_path / "val"
     for name in ("green", "red"):
         shutil.copytree(trained_run.data_dir / "val" / name, subset / name)
-    assert main(["--data-dir", str(subset), "--model", str(trained_run.checkpoint), "--json", "--workers", "0"]) == 0
+    args = ["--data-dir", str(subset), "--model", str(trained_run.checkpoint), "--json", "--workers", "0"]
+    assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["num_images"] == 6 and 0 <= result["top1"] <= result["top5"] <= 100
+    assert main([*args, "--exact-decode"]) == 0  # 40-pixel images: nothing to reduce, the same numbers
+    exact = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exact["decode"] == "exact" and (exact["top1"], exact["loss"]) == (result["top1"], result["loss"])
 
 
 def test_unknown_classes_and_bad_models_are_one_line_errors(

@@ -1,0 +1,126 @@
+"""Where and how each image is decoded: on a CPU decode thread, reduced or exact, or left for the GPU.
+
+The CPU path (``model.decoding.decode_for_eval``) gives the eval preset's uint8 crop. By default it decodes a
+large JPEG at a reduced DCT scale (``SERVE_REDUCED_DECODE``); ``reduced=False`` is the exact reference path.
+With ``SERVE_DECODE=gpu`` a JPEG is only checked on the CPU and decoded by nvJPEG together with its batch,
+except where the GPU would waste work: extreme aspect ratios (the GPU would resize the whole strip) and
+photos over ``GPU_DECODE_MAX_PIXELS``, which the reduced CPU path turns into a crop for a fraction of the
+bytes a full-size GPU decode moves and holds. A batch's JPEGs are decoded on the GPU in groups of at most
+``GPU_DECODE_PIXELS_PER_CALL`` pixels, so a batch of phone photos cannot take gigabytes of GPU memory at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from app.engine.errors import InvalidImage, ServiceError
+from app.engine.gpu_decode import decode_jpegs_on_device
+from app.engine.imaging import open_image
+from model import EvalPreset
+from model.decoding import decode_for_eval
+
+_GPU_DECODABLE_MODES = ("RGB", "L")  # nvJPEG's RGB output; CMYK/YCCK JPEGs go through Pillow
+# Past this a photo is decoded reduced on the CPU even when the GPU decodes. It splits what phones send in
+# two: photos an app has already shrunk (1.9-3 MP; below it, on the GPU) and camera originals (12 MP and
+# up). A 12 MP JPEG decoded at 1/4 scale costs 26-44 ms of one core on a decode thread (docs/benchmarks.md,
+# "Reduced decoding"), while nvJPEG would decode its 36 MB of pixels inside the batch's call and resize them
+# in float, holding up every other image of the batch. The GPU check's uploads stage measures both sides.
+GPU_DECODE_MAX_PIXELS = 4_000_000
+# One nvJPEG call decodes at most this many pixels (3 bytes each, plus the resize's float copies).
+GPU_DECODE_PIXELS_PER_CALL = 64_000_000
+
+
+@dataclass(frozen=True)
+class EncodedJpeg:
+    """A JPEG whose header passed the checks, left for the GPU to decode with its batch."""
+
+    data: bytes
+    pixels: int = 0
+
+
+# What reaches the batcher: uint8 (3, crop, crop) pixels from the decode threads, a JPEG left for the GPU,
+# or a float32 (3, crop, crop) tensor a client already normalised.
+Item = torch.Tensor | EncodedJpeg
+Result = torch.Tensor | ServiceError  # one probability vector (or pixels still to run), or the image's error
+
+
+class ImagePreparer:
+    """Decodes images for one checkpoint's eval preset, on the CPU or (JPEGs) on ``device``."""
+
+    def __init__(
+        self,
+        preset: EvalPreset,
+        *,
+        max_image_pixels: int,
+        reduced: bool = True,
+        device: torch.device | None = None,
+        gpu_max_pixels: int = GPU_DECODE_MAX_PIXELS,
+        pixels_per_call: int = GPU_DECODE_PIXELS_PER_CALL,
+    ) -> None:
+        self.preset = preset
+        self.max_image_pixels = max_image_pixels
+        self.reduced = reduced
+        self.device = device  # None: every image is decoded on the CPU
+        self.gpu_max_pixels = gpu_max_pixels
+        self.pixels_per_call = pixels_per_call
+
+    def prepare(self, data: bytes) -> Item:
+        """Image bytes -> uint8 (3, crop, crop) as the eval preset resizes and crops, or the checked JPEG for
+        the GPU. Raises the image's ``ServiceError`` (invalid, unsupported, too large)."""
+        header = open_image(data, self.max_image_pixels)
+        if self.device is not None and self._for_gpu(header.format, header.mode, header.size):
+            return EncodedJpeg(data, header.width * header.height)
+        try:
+            return decode_for_eval(header, self.preset, reduced=self.reduced)
+        # Pillow reports corrupt data through many exception types (OSError, SyntaxError, struct.error,
+        # ValueError, ...); all of them mean the same thing to the client.
+        except Exception as exc:
+            raise InvalidImage(f"the {header.format} image could not be decoded (truncated or corrupt)") from exc
+
+    def _for_gpu(self, fmt: str | None, mode: str, size: tuple[int, int]) -> bool:
+        if fmt != "JPEG" or mode not in _GPU_DECODABLE_MODES or not self.preset.resizes_whole(size):
+            return False
+        return not (self.reduced and size[0] * size[1] > self.gpu_max_pixels)
+
+    def decode_batch(self, items: list[Item]) -> list[Result]:
+        """The batch with its JPEGs decoded on the GPU (others as they are); a group nvJPEG refuses is decoded
+        one by one on the CPU, so a bad file fails only its own slot."""
+        jpegs = [item for item in items if isinstance(item, EncodedJpeg)]
+        if not jpegs:
+            return list(items)  # type: ignore[arg-type]  # without JPEGs every item is a tensor
+        assert self.device is not None
+        decoded: list[Result] = []
+        for group in _groups(jpegs, self.pixels_per_call):
+            try:
+                batch = decode_jpegs_on_device([j.data for j in group], self.preset.preprocessing, self.device)
+                decoded += batch.unbind(0)
+            except RuntimeError:
+                decoded += [self._on_cpu_or_error(j.data) for j in group]
+        pending = iter(decoded)
+        return [next(pending) if isinstance(item, EncodedJpeg) else item for item in items]
+
+    def _on_cpu_or_error(self, data: bytes) -> Result:
+        try:
+            header = open_image(data, self.max_image_pixels)
+            return decode_for_eval(header, self.preset, reduced=self.reduced)
+        except ServiceError as exc:
+            return exc
+        except Exception:  # see prepare
+            return InvalidImage("the JPEG image could not be decoded (truncated or corrupt)")
+
+
+def _groups(jpegs: list[EncodedJpeg], max_pixels: int) -> Iterator[list[EncodedJpeg]]:
+    """Consecutive groups whose pixels add up to at most ``max_pixels`` (a larger photo goes alone)."""
+    group: list[EncodedJpeg] = []
+    total = 0
+    for jpeg in jpegs:
+        if group and total + jpeg.pixels > max_pixels:
+            yield group
+            group, total = [], 0
+        group.append(jpeg)
+        total += jpeg.pixels
+    if group:
+        yield group

@@ -1,0 +1,84 @@
+"""Reading image uploads from a request body, never more than ``max_bytes`` of it.
+
+The limit is enforced on the byte stream itself, so an oversized upload is refused as soon as it
+crosses the limit, whether it declared a Content-Length or arrived chunked without one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import Message
+
+from app.engine.errors import MissingFile, PayloadTooLarge, UnsupportedMediaType
+
+# Enough for any sane batch; past it the multipart parser stops instead of counting forever.
+_MAX_PARTS = 1000
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded image: its bytes and, for multipart, the client's file name."""
+
+    data: bytes
+    filename: str | None = None
+
+
+def media_type(request: Request) -> str:
+    """The request's content type without parameters, lower-cased ('' when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_single_upload(request: Request, max_bytes: int) -> Upload:
+    """The image of ``POST /predict``: multipart field ``file``, or the raw body with an image type."""
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        files = await read_multipart_files(request, "file", max_bytes)
+        if not files:
+            raise MissingFile("the multipart body has no `file` field")
+        return files[0]
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        return Upload(await limit_body(request, max_bytes).body())
+    raise UnsupportedMediaType(
+        f"content type {kind or '(none)'} is not accepted: send multipart/form-data with a `file` field, "
+        "or the image bytes with an image/* content type"
+    )
+
+
+async def read_multipart_files(request: Request, field: str, max_bytes: int) -> list[Upload]:
+    """Every file sent under ``field`` in a multipart body, in order."""
+    if media_type(request) != "multipart/form-data":
+        raise UnsupportedMediaType(f"send multipart/form-data with one or more `{field}` fields")
+    limited = limit_body(request, max_bytes)
+    try:
+        form = await limited.form(max_files=_MAX_PARTS, max_fields=_MAX_PARTS)
+    except HTTPException as exc:  # Starlette reports unparseable multipart as a 400 HTTPException
+        raise MissingFile(f"the multipart body could not be read: {exc.detail}") from None
+    try:
+        parts = [part for part in form.getlist(field) if isinstance(part, UploadFile)]
+        return [Upload(await part.read(), part.filename) for part in parts]
+    finally:
+        await form.close()
+
+
+def limit_body(request: Request, max_bytes: int) -> Request:
+    """A view of ``request`` whose body raises ``PayloadTooLarge`` once it passes ``max_bytes``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {max_bytes}")
+    receive = request.receive
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
+        return message
+
+    return Request(request.scope, limited_receive)

@@ -1,0 +1,1 @@
+"""The process: the server with its graceful drain, worker processes and logging."""

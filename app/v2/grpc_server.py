@@ -1,0 +1,206 @@
+"""The Open Inference Protocol over gRPC (docs/design.md §8): ``inference.GRPCInferenceService`` on
+``SERVE_GRPC_PORT``, in the process and event loop of the HTTP server.
+
+``ModelInfer`` goes through the same service as ``/predict``: admission, deadlines (the request timeout,
+or the client's own deadline when sooner), drain (new calls get UNAVAILABLE while admitted ones finish),
+the API key (metadata ``authorization: Bearer <key>``), and the request metrics and access log line under
+route ``grpc``, with the HTTP status the same error would have. Messages over ``SERVE_MAX_UPLOAD_BYTES``
+are refused by gRPC itself (RESOURCE_EXHAUSTED) before they reach the servicer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from app.engine.errors import ServiceError, Unauthorized
+from app.engine.service import Service
+from app.http.auth import bearer_matches
+from app.v2.grpc_codec import decode_model_infer, encode_model_infer, model_metadata_response, server_metadata_response
+from app.v2.infer import SERVER_NAME, Inferred, infer, server_version, target_model, timing_ms
+from app.v2.proto import grpc_predict_v2_pb2 as pb
+from app.v2.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from app.v2.tensors import model_metadata, server_metadata
+
+log = logging.getLogger("app.v2")
+access_log = logging.getLogger("app.access")
+ROUTE = "grpc"
+T = TypeVar("T")
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+_CODES_503 = {"overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED, "not_ready": grpc.StatusCode.UNAVAILABLE}
+
+
+def status_code(error: ServiceError) -> grpc.StatusCode:
+    """The gRPC status of an error: by its HTTP status, and for 503 by its cause."""
+    if error.status == 503:
+        return _CODES_503.get(error.code, grpc.StatusCode.UNAVAILABLE)
+    return _CODES.get(error.status, grpc.StatusCode.INTERNAL)
+
+
+class _InternalError(ServiceError):
+    """What the client learns of an unexpected failure (the traceback goes to the log)."""
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The protocol's six calls over one ``Service``."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        """Live while the process runs."""
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        """Ready once the model is loaded and warm, until draining."""
+        return pb.ServerReadyResponse(ready=self.service.ready)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        """Whether the named model (and version) serves; NOT_FOUND for another."""
+        if self.service.model is None:  # loading: not ready, whatever the name
+            return pb.ModelReadyResponse(ready=False)
+        await self._unless_error(context, lambda: target_model(self.service, request.name, request.version))
+        return pb.ModelReadyResponse(ready=self.service.ready)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        """The server's name, version and protocol extensions."""
+        return server_metadata_response(server_metadata(SERVER_NAME, server_version()))
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        """The model's versions, inputs and outputs; NOT_FOUND for another, UNAVAILABLE while loading."""
+        model = await self._unless_error(context, lambda: target_model(self.service, request.name, request.version))
+        return model_metadata_response(model_metadata(model))
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        """Classify a batch, through the same service as ``/predict``."""
+        started, clock = time.monotonic(), time.perf_counter()
+        request_id = request.id or f"{random.getrandbits(128):032x}"  # as the HTTP side names requests
+        try:
+            inferred = await self._infer(request, context, started)
+        except asyncio.CancelledError:  # the client cancelled or went away: its queued images were dropped
+            self.service.metrics.rejections.labels(reason="disconnected").inc()
+            self._record(request_id, 499, clock, None)
+            raise
+        except ServiceError as exc:
+            error = exc
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id, "route": ROUTE})
+            error = _InternalError("internal server error")
+        else:
+            self._record(request_id, 200, clock, timing_ms(inferred.answers, started))
+            return encode_model_infer(inferred.model.name, inferred.model.version, request_id, inferred.output)
+        self._record(request_id, error.status, clock, None)
+        await _abort(context, error)
+        raise AssertionError("unreachable: abort raises")
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, started: float
+    ) -> Inferred:
+        service = self.service
+        settings = service.settings
+        key = settings.api_key
+        if key is not None and not bearer_matches(_metadata(context, "authorization"), key):
+            raise service.reject(Unauthorized("this call needs the metadata `authorization: Bearer <key>`"))
+        deadline = started + settings.request_timeout_s
+        remaining = context.time_remaining()
+        if remaining is not None:  # the client's own deadline, when sooner
+            deadline = min(deadline, time.monotonic() + remaining)
+        async with service.admit(deadline) as call:  # first: it counts a not-ready refusal
+            model = target_model(service, request.model_name, request.model_version)
+            decoded = decode_model_infer(request, model, settings.max_batch_size)
+            return await infer(call, decoded)
+
+    async def _unless_error(self, context: grpc.aio.ServicerContext, get: Callable[[], T]) -> T:
+        try:
+            return get()
+        except ServiceError as exc:
+            await _abort(context, exc)
+            raise AssertionError("unreachable: abort raises") from None
+
+    def _record(self, request_id: str, status: int, clock: float, timing: dict[str, float] | None) -> None:
+        """The request metrics and access log line of one ``ModelInfer``, as the HTTP middleware writes them."""
+        elapsed = time.perf_counter() - clock
+        metrics = self.service.metrics
+        metrics.requests.labels(route=ROUTE, code=str(status)).inc()
+        metrics.request_duration.labels(route=ROUTE).observe(elapsed)
+        fields: dict[str, object] = {
+            "request_id": request_id,
+            "method": "ModelInfer",
+            "route": ROUTE,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 3),
+        }
+        if timing is not None:
+            fields["timing_ms"] = timing
+        access_log.info("grpc ModelInfer %d", status, extra=fields)
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None:
+    """End the call with the error's status; its headers (``Retry-After``) go as trailing metadata."""
+    context.set_trailing_metadata(tuple((name.lower(), value) for name, value in error.headers().items()))
+    await context.abort(status_code(error), error.message)
+
+
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name and isinstance(value, str):
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class GrpcServer:
+    """A started gRPC server: the port it listens on, and how to stop it."""
+
+    server: grpc.aio.Server
+    port: int
+
+    async def stop(self, grace: float | None) -> None:
+        """Refuse new calls and end the server, giving calls in progress up to ``grace`` seconds."""
+        await self.server.stop(grace)
+
+
+async def start_grpc_server(service: Service, host: str, port: int) -> GrpcServer:
+    """Serve the protocol for ``service`` on ``host:port`` (``port`` 0: any free port), on the running loop."""
+    settings = service.settings
+    options = [
+        ("grpc.max_receive_message_length", settings.max_upload_bytes),
+        # Several workers share the port, as they share the HTTP one; a lone server must not join a stale one.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if not bound:
+        raise OSError(f"gRPC cannot listen on {address} (SERVE_GRPC_PORT)")
+    await server.start()
+    log.info("gRPC listening on %s", address.rsplit(":", 1)[0] + f":{bound}")
+    return GrpcServer(server, bound)
