@@ -53,7 +53,7 @@ ENV PYTHONPATH=/app \
     SERVE_HOST=0.0.0.0 \
     SERVE_PORT=8000
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 # start-period covers a first start that downloads the weights.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5m --retries=3 CMD ["python", "/app/docker/healthcheck.py"]
 CMD ["/app/docker/entrypoint.sh"]

@@ -7,6 +7,7 @@ With ``SERVE_WORKERS`` > 1 this process supervises that many servers on the port
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from app.config import ConfigError, load_settings, unknown_variables
@@ -17,6 +18,9 @@ from app.process.workers import supervise
 
 
 def main() -> int:
+    # SIGHUP reloads the model once the server runs; before that (importing torch, loading) its default
+    # action would kill the process. Ignored until the server or the supervisor installs its handler.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         settings = load_settings()
         runtime = plan_runtime(settings)

@@ -73,7 +73,13 @@ class Settings(BaseSettings):
         description="server processes on the port, each with its own copy of the model; on a GPU more "
         "than one lifts the bound one Python process puts on throughput",
     )
-    decode_threads: int = Field(default=2, ge=1, le=64, description="threads decoding and resizing images")
+    decode_threads: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="threads decoding and resizing images, per worker; 0: from the host (half the usable cores "
+        "with the model on the CPU, all but one with it on a GPU, shared among SERVE_WORKERS)",
+    )
     inference_threads: int = Field(
         default=0, ge=0, le=256, description="intra-op threads of the model; 0: all usable cores"
     )

@@ -5,7 +5,11 @@
 Starts ``python -m app`` on CUDA with a random-init 1000-class checkpoint (``benchmarks.gpu_service``'s
 options apply: ``--workers``, ``--instances``, ``--procs``, ``--decodes``) and, per upload class, drives
 it closed-loop with multipart uploads, as phones and browsers send them, at 1 client and at
-``--clients``. The photos are synthetic (``benchmarks.photos.synthetic_photo``: gradients, soft-edged
+``--clients``. ``--decodes`` picks the runs: ``cpu`` and ``gpu`` (``SERVE_DECODE``, the service's defaults
+otherwise: with ``gpu``, JPEGs over ``GPU_DECODE_MAX_PIXELS`` take the reduced CPU path) and ``gpu-full``
+(``SERVE_DECODE=gpu SERVE_REDUCED_DECODE=false``: every JPEG on nvJPEG, the 12 MP ones too; it runs only the
+classes over that limit, the others being routed as with ``gpu``), which says whether the limit sits where
+it should. The photos are synthetic (``benchmarks.photos.synthetic_photo``: gradients, soft-edged
 shapes and camera noise, NumPy and Pillow only, because the GPU host has no scikit-image); they are a
 little cheaper to decode than the photos of the same class on the CPU benchmark. Per point: throughput,
 latency percentiles, where the time went (the service's own histograms) and the server processes' CPU
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from app.engine.preparing import GPU_DECODE_MAX_PIXELS
 from benchmarks import gpu_service
 from benchmarks.cpu import stop_server
 from benchmarks.gpu_service import (
@@ -38,6 +42,20 @@ from benchmarks.gpu_service import (
 from benchmarks.loadgen import build_requests
 from benchmarks.photos import UPLOAD_CLASSES, upload_class
 from model.convert import write_random_init
+
+# The settings of each --decodes run.
+DECODES = {
+    "cpu": {"SERVE_DECODE": "cpu"},
+    "gpu": {"SERVE_DECODE": "gpu"},
+    "gpu-full": {"SERVE_DECODE": "gpu", "SERVE_REDUCED_DECODE": "false"},
+}
+
+
+def classes_of(decode: str, names: list[str]) -> list[str]:
+    """The upload classes a run measures: ``gpu-full`` only those over the GPU limit (see the docstring)."""
+    if decode != "gpu-full":
+        return names
+    return [name for name in names if (size := UPLOAD_CLASSES[name]) and size[0] * size[1] > GPU_DECODE_MAX_PIXELS]
 
 
 def run_class(urls: list[str], pids: list[int], photos: list[bytes], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -59,7 +77,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = gpu_service.get_args_parser()
     parser.description = __doc__
     parser.add_argument("--classes", default=",".join(UPLOAD_CLASSES), help="upload classes (default: %(default)s)")
-    parser.set_defaults(clients="32,128", seconds=4.0)
+    parser.set_defaults(clients="32,128", seconds=4.0, decodes=",".join(DECODES))
     return parser
 
 
@@ -67,13 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",")]
     photos = {name: upload_class(name, synthetic=True) for name in args.classes.split(",")}
-    servers = args.instances * args.workers
     env = {
         "SERVE_DEVICE": args.device,
         "SERVE_MAX_BATCH_SIZE": "128",
         "SERVE_MAX_BATCH_DELAY_MS": "2",
         "SERVE_MAX_QUEUE_SIZE": "4096",
-        "SERVE_DECODE_THREADS": str(max(2, ((os.cpu_count() or 4) - args.procs) // servers)),
+        "SERVE_DECODE_THREADS": "0",  # the default, sized to the host (which runs the load generator too)
         "SERVE_WORKERS": str(args.workers),
         "SERVE_GRPC_PORT": "0",  # HTTP only
         "SERVE_LOG_LEVEL": "warning",
@@ -84,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         model = Path(tmp) / "random.safetensors"
         write_random_init(model)
         for decode in args.decodes.split(","):
-            serve_env = env | {"SERVE_DECODE": decode}
+            serve_env = env | DECODES[decode]
             started = start_servers(model, serve_env, args.instances, args.out, f"uploads_{decode}")
             urls = [url for _, url in started]
             try:
@@ -93,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
                 pids = [pid for process, _ in started for pid in server_pids(process.pid)]
                 run: dict[str, Any] = {"model": httpx.get(f"{urls[0]}/model").json(), "classes": {}}
                 results["runs"][decode] = run
-                for name, batch in photos.items():
-                    run["classes"][name] = run_class(urls, pids, batch, args)
+                for name in classes_of(decode, list(photos)):
+                    run["classes"][name] = run_class(urls, pids, photos[name], args)
                     args.out.write_text(json.dumps(results, indent=1))  # keep what was measured if a later point hangs
             finally:
                 for process, _ in started:

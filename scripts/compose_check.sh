@@ -3,9 +3,12 @@
 #   bash scripts/compose_check.sh
 # Lints the Dockerfile, the compose files and the Prometheus config and alerts; builds the image on a
 # stand-in base (Docker Hub is out of reach here); checks the offline no-weights message; trains one
-# tiny epoch with the trainer profile into the weights volume; starts the api and Prometheus with the
-# CPU override; checks predictions, scraping, every dashboard and alert query and a clean SIGTERM;
-# then `down -v` must leave nothing behind. Any failing step fails the run.
+# tiny epoch with the trainer profile into the weights volume; starts the api (watching its model file)
+# and Prometheus with the CPU override; checks predictions, scraping, every dashboard and alert query;
+# under load, trains on into the volume and requires the api to switch to the new model, a rollback and
+# a SIGHUP reload with no failed request; rolls back with SERVE_ADMIN_KEY and curl; checks a clean
+# SIGTERM; `down -v` must leave nothing behind; last, runs the image under the Kubernetes pod's security
+# constraints. Any failing step fails the run.
 # Needs: apt packages docker.io, prometheus, debootstrap; the project's .venv (scripts/test.sh makes
 # it). Starts dockerd when none answers and stops it at the end, also on failure.
 set -euo pipefail
@@ -25,6 +28,10 @@ export BASE_IMAGE=resnet50-serving/base:bookworm
 export API_IMAGE=resnet50-serving:ci
 export PROMETHEUS_IMAGE=resnet50-serving/prometheus:standin
 export PUBLISH_HOST=127.0.0.1
+# The api watches its model file (the model-update step); admin calls are keyless (loopback only) until the
+# SERVE_ADMIN_KEY step sets a key.
+export SERVE_WATCH_MODEL=true
+unset SERVE_ADMIN_KEY SERVE_API_KEY
 compose=(docker compose -f docker-compose.yml -f docker/compose.cpu.yml)
 dockerd_pid=""
 stack_up=0
@@ -53,8 +60,8 @@ trap cleanup EXIT
 free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 step "tools"
-for tool in dockerd promtool debootstrap; do
-  command -v "$tool" >/dev/null || fail "$tool not found: apt-get install -y docker.io prometheus debootstrap"
+for tool in dockerd promtool debootstrap curl; do
+  command -v "$tool" >/dev/null || fail "$tool not found: apt-get install -y docker.io prometheus debootstrap curl"
 done
 [ -x .venv/bin/python ] || fail ".venv missing: run bash scripts/test.sh first"
 # shellcheck disable=SC1091
@@ -126,8 +133,9 @@ for split, count in (("train", 8), ("val", 4)):
             Image.fromarray(pixels).save(root / split / name / f"{i}.png")
 EOF_PY
 chmod -R a+rX "$work/data"
-DATA_DIR="$work/data" "${compose[@]}" --profile train run --rm trainer \
-  --data-dir /data --epochs 1 --image-size 32 --batch-size 4 --workers 0
+export DATA_DIR="$work/data"
+train_args=(--data-dir /data --image-size 32 --batch-size 4 --workers 0)
+"${compose[@]}" --profile train run --rm trainer "${train_args[@]}" --epochs 1
 "${compose[@]}" run --rm --no-deps api python -c '
 from pathlib import Path
 from model import load_checkpoint
@@ -142,13 +150,56 @@ step "a test checkpoint in the weights volume (1000 classes, untrained)"
 
 step "up: api (CPU) and Prometheus"
 API_PORT=$(free_port)
+API_GRPC_PORT=$(free_port)
 PROMETHEUS_PORT=$(free_port)
-export API_PORT PROMETHEUS_PORT
+export API_PORT API_GRPC_PORT PROMETHEUS_PORT
 "${compose[@]}" up -d --build --wait --wait-timeout 600 api prometheus
 "${compose[@]}" ps
 
 step "predictions, scraping, dashboard and alert queries"
 python scripts/check_stack.py --api "http://127.0.0.1:$API_PORT" --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"
+
+step "the Open Inference Protocol over gRPC, on its published port, with Triton's own client"
+python - "127.0.0.1:$API_GRPC_PORT" <<'EOF_PY'
+import sys
+import tritonclient.grpc as grpcclient
+client = grpcclient.InferenceServerClient(sys.argv[1])
+assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("resnet50")
+print("gRPC:", client.get_model_metadata("resnet50").versions)
+EOF_PY
+
+step "model update without downtime: train on into the volume under load; watch, rollback, SIGHUP"
+# A second run into the same volume continues the first (the trainer refuses to start another run over
+# last.ckpt): three more epochs, as users train longer. Its epoch 3 beats epoch 1's validation top-1, so it
+# writes a new model.safetensors and keeps the served one as model.prev.safetensors.
+python scripts/check_model_update.py --api "http://127.0.0.1:$API_PORT" --data-dir "$DATA_DIR" \
+  --train="${train_args[*]} --resume auto --epochs 4" -- "${compose[@]}"
+
+step "SERVE_ADMIN_KEY: the api recreated with an admin key; curl rolls back from the host, mv makes it stay"
+SERVE_ADMIN_KEY="ci-$(python -c 'import secrets; print(secrets.token_hex(16))')"
+export SERVE_ADMIN_KEY
+"${compose[@]}" up -d --wait --wait-timeout 600 api
+status=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$API_PORT/admin/reload")
+[ "$status" = 401 ] || fail "POST /admin/reload without the admin key answered $status, not 401"
+answer=$(curl -fsS -X POST -H "Authorization: Bearer $SERVE_ADMIN_KEY" -H 'Content-Type: application/json' \
+  -d '{"path": "/weights/model.prev.safetensors"}' "http://127.0.0.1:$API_PORT/admin/reload") ||
+  fail "POST /admin/reload with the admin key failed"
+# The rolled-back model renamed onto SERVE_MODEL_PATH: a restart serves it too, and the watcher reloads it.
+"${compose[@]}" exec -T api mv /weights/model.prev.safetensors /weights/model.safetensors
+python - "$answer" "http://127.0.0.1:$API_PORT" <<'EOF_PY'
+"""The rollback answered with the model now served; the watcher then reloads model.safetensors, the same model."""
+import json, sys, time
+import httpx
+answer, url = json.loads(sys.argv[1]), sys.argv[2]
+rolled_back = answer["current"]["version"]
+assert rolled_back != answer["previous"]["version"], answer
+deadline = time.monotonic() + 600
+while (model := httpx.get(f"{url}/model", timeout=30).json())["last_reload"]["path"] != "/weights/model.safetensors":
+    assert model["version"] == rolled_back and time.monotonic() < deadline, model
+    time.sleep(0.5)
+assert model["version"] == rolled_back and model["last_reload"]["result"] == "ok", model
+print(f"ok  without the key 401; with it 200, {answer['previous']['version']} -> {rolled_back}, kept after mv")
+EOF_PY
 
 step "docker compose stop: SIGTERM reaches the server, which shuts down by itself"
 "${compose[@]}" stop api
@@ -162,5 +213,13 @@ stack_up=0
 project="label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
 left="$(docker ps -aq --filter "$project")$(docker volume ls -q --filter "$project")$(docker network ls -q --filter "$project")"
 [ -z "$left" ] || fail "left behind after down -v: $left"
+
+step "the image under the Kubernetes pod's security constraints"
+# Written by the image's own user (uid 10001), which the read-only mount below then reads.
+mkdir -p "$work/pod-weights"
+chmod 777 "$work/pod-weights"
+docker run --rm -v "$work/pod-weights:/weights" "$API_IMAGE" \
+  python -m model.convert --random-init --out /weights/model.safetensors
+bash scripts/pod_constraints_check.sh "$API_IMAGE" "$work/pod-weights"
 
 step "passed (api image build: ${build_s}s)"

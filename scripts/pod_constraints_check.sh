@@ -4,10 +4,12 @@
 # The pod (deploy/kubernetes/base/deployment.yaml) runs as uid 10001 with a read-only root filesystem,
 # emptyDirs at /tmp and /var/cache/resnet50, no capabilities, no privilege escalation, the runtime's
 # default seccomp profile and the weights volume mounted read-only. Here: docker run --read-only with a
-# tmpfs for each emptyDir, --user 10001, --cap-drop ALL, --security-opt no-new-privileges (Docker's
-# default seccomp profile applies), WEIGHTS_DIR (holding model.safetensors, readable by uid 10001) at
-# /weights read-only, and the CPU overlay's settings (deploy/kubernetes/overlays/cpu/serve.env). The
-# container must become ready and answer POST /predict with a real JPEG: 200 with five predictions.
+# tmpfs for each emptyDir (exec allowed, as on an emptyDir: Docker's tmpfs default is noexec), --user
+# 10001, --cap-drop ALL, --security-opt no-new-privileges (Docker's default seccomp profile applies),
+# WEIGHTS_DIR (holding model.safetensors, readable by uid 10001) at /weights read-only, and the CPU
+# overlay's settings (deploy/kubernetes/overlays/cpu/serve.env) and memory limit (3 GiB,
+# deployment-cpu.yaml there). The container must become ready and answer POST /predict with a real JPEG:
+# 200 with five predictions.
 # Needs a running Docker engine and the project's .venv (scripts/test.sh makes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,8 +38,9 @@ trap cleanup EXIT
 
 docker run -d --name "$name" \
   --read-only \
-  --tmpfs /tmp:rw,size=1g,mode=1777 \
-  --tmpfs /var/cache/resnet50:rw,size=1g,mode=1777 \
+  --tmpfs /tmp:rw,exec,size=1g,mode=1777 \
+  --tmpfs /var/cache/resnet50:rw,exec,size=1g,mode=1777 \
+  --memory 3g \
   --user 10001:10001 \
   --cap-drop ALL \
   --security-opt no-new-privileges \

@@ -42,16 +42,11 @@ class Metrics:
             "inference_batch_duration_seconds", "Model time of one batch", LATENCY_BUCKETS
         )
         self.batch_size = self._histogram("inference_batch_size", "Images per model batch", BATCH_SIZE_BUCKETS)
-        self.queue_depth = Gauge(
-            "inference_queue_depth", "Images waiting for the model", registry=registry, multiprocess_mode="livesum"
-        )
+        self.queue_depth = self._gauge("inference_queue_depth", "Images waiting for the model")
         # What tracks saturation per process (deploy/kubernetes/autoscaling scales on it): the queue stays at 0
         # below capacity, while images admitted and not yet answered rise with every step of load.
-        self.images_in_flight = Gauge(
-            "inference_images_in_flight",
-            "Images admitted and not yet answered: being decoded, queued or in the model",
-            registry=registry,
-            multiprocess_mode="livesum",
+        self.images_in_flight = self._gauge(
+            "inference_images_in_flight", "Images admitted and not yet answered: being decoded, queued or in the model"
         )
         self.rejections = Counter(
             "inference_rejections_total", "Requests refused before the model, by reason", ["reason"], registry=registry
@@ -68,11 +63,13 @@ class Metrics:
         )
         # With several workers, the number that take predictions: a minimum would read 1 while a worker
         # that has not yet written its value is still starting.
-        self.ready = Gauge(
-            "inference_ready", "1 when the service takes predictions", registry=registry, multiprocess_mode="livesum"
-        )
+        self.ready = self._gauge("inference_ready", "1 when the service takes predictions")
         self._gpu_memory: Gauge | None = None
         self._samplers: list[tuple[Gauge, Callable[[], float]]] = []
+
+    def _gauge(self, name: str, documentation: str) -> Gauge:
+        """A gauge summed over the live worker processes when there are several."""
+        return Gauge(name, documentation, registry=self.registry, multiprocess_mode="livesum")
 
     def _histogram(
         self, name: str, documentation: str, buckets: Sequence[float] = STEP_BUCKETS, labels: Sequence[str] = ()

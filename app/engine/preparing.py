@@ -11,6 +11,7 @@ bytes a full-size GPU decode moves and holds. A batch's JPEGs are decoded on the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from app.engine.imaging import open_image
 from model import EvalPreset
 from model.decoding import decode_for_eval
 
+MAX_AUTO_DECODE_THREADS = 32  # past this many, one process's interpreter lock is the bound, not the cores
 _GPU_DECODABLE_MODES = ("RGB", "L")  # nvJPEG's RGB output; CMYK/YCCK JPEGs go through Pillow
 # Past this a photo is decoded reduced on the CPU even when the GPU decodes. It splits what phones send in
 # two: photos an app has already shrunk (1.9-3 MP; below it, on the GPU) and camera originals (12 MP and
@@ -124,3 +126,22 @@ def _groups(jpegs: list[EncodedJpeg], max_pixels: int) -> Iterator[list[EncodedJ
         total += jpeg.pixels
     if group:
         yield group
+
+
+def decode_threads(requested: int, device: str, workers: int = 1, cores: int | None = None) -> int:
+    """The decode pool's size for one server process: ``requested`` (``SERVE_DECODE_THREADS``), or for 0 one
+    sized to the host, its usable ``cores`` (default: this process's CPU affinity) shared by ``workers``.
+
+    With the model on the CPU (``device`` ``cpu``) the model's threads already use every core and decode threads
+    take cores from them: half the cores, at least one. On 2 cores one thread served 12 MP and 0.2 MP uploads
+    at 8 clients as well as two or better (docs/benchmarks.md, "Decode threads"). With the model on a GPU the
+    cores have little else to do: every one but one (the event loop's), at least 2 and at most
+    ``MAX_AUTO_DECODE_THREADS``; one core decodes about 30 phone photos a second, so 2 threads would cap a GPU
+    host far below its model.
+    """
+    if requested:
+        return requested
+    per_worker = (cores or len(os.sched_getaffinity(0))) // max(workers, 1)
+    if device.startswith("cuda"):
+        return min(MAX_AUTO_DECODE_THREADS, max(2, per_worker - 1))
+    return max(1, per_worker // 2)

@@ -25,6 +25,7 @@ from app.engine.classifier import Classifier, load_classifier
 from app.engine.errors import InvalidModel, NotReady, Overloaded, ReloadInProgress, ServiceError
 from app.engine.loaded import LoadedModel
 from app.engine.metrics import Metrics
+from app.engine.preparing import decode_threads
 from app.engine.reload import ReloadOutcome, swap_model
 from app.engine.watch import file_identity, watch_file
 from model import CheckpointError
@@ -46,7 +47,9 @@ class Service:
         self.model: LoadedModel | None = None
         self.startup_error: Exception | None = None
         self.draining = False
-        self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.decode_pool = ThreadPoolExecutor(
+            decode_threads(settings.decode_threads, self.runtime.device, settings.workers), thread_name_prefix="decode"
+        )
         self._models: list[LoadedModel] = []  # the serving one, and any still finishing its requests
         self._loading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None

@@ -6,10 +6,11 @@ crosses the limit, whether it declared a Content-Length or arrived chunked witho
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Message
 
@@ -54,9 +55,16 @@ async def read_multipart_files(request: Request, field: str, max_bytes: int) -> 
         raise UnsupportedMediaType(f"send multipart/form-data with one or more `{field}` fields")
     limited = limit_body(request, max_bytes)
     try:
-        form = await limited.form(max_files=_MAX_PARTS, max_fields=_MAX_PARTS)
-    except HTTPException as exc:  # Starlette reports unparseable multipart as a 400 HTTPException
-        raise MissingFile(f"the multipart body could not be read: {exc.detail}") from None
+        async with aclosing(limited.stream()) as stream:
+            parser = MultiPartParser(limited.headers, stream, max_files=_MAX_PARTS, max_fields=_MAX_PARTS)
+            # Starlette spills a file part past 1 MB to a temporary file, writing every later chunk (and
+            # reading the part back) through a worker thread: a 3 MB phone photo cost about 40 thread hops
+            # and a trip through the file system. The body is bounded by ``max_bytes`` and its bytes end up
+            # in memory anyway, so the part stays in memory (docs/benchmarks.md, "Phone-photo uploads").
+            parser.spool_max_size = max_bytes
+            form = await parser.parse()
+    except MultiPartException as exc:
+        raise MissingFile(f"the multipart body could not be read: {exc.message}") from None
     try:
         parts = [part for part in form.getlist(field) if isinstance(part, UploadFile)]
         return [Upload(await part.read(), part.filename) for part in parts]

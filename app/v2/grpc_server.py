@@ -72,7 +72,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
         """Ready once the model is loaded and warm, until draining."""
-        return pb.ServerReadyResponse(ready=self.service.ready)
+        return pb.ServerReadyResponse(ready=self.service.ready_everywhere)
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
@@ -81,7 +81,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self.service.model is None:  # loading: not ready, whatever the name
             return pb.ModelReadyResponse(ready=False)
         await self._unless_error(context, lambda: target_model(self.service, request.name, request.version))
-        return pb.ModelReadyResponse(ready=self.service.ready)
+        return pb.ModelReadyResponse(ready=self.service.ready_everywhere)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext

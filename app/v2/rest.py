@@ -99,8 +99,8 @@ async def live_v2() -> dict[str, bool]:
 
 @router.get("/v2/health/ready")
 async def ready_v2(service: ServiceDep) -> dict[str, bool]:
-    """200 once the model is loaded and warm; 503 while loading or draining."""
-    if not service.ready:
+    """200 once the model is loaded and warm (in every worker process); 503 while loading or draining."""
+    if not service.ready_everywhere:
         raise NotReady(service.not_ready_reason())
     return {"ready": True}
 
@@ -148,7 +148,7 @@ for _path, _endpoint in (
 
 def _model_ready(service: Service, name: str, version: str) -> dict[str, object]:
     model = target_model(service, name, version)
-    if not service.ready:
+    if not service.ready_everywhere:
         raise NotReady(service.not_ready_reason())
     return {"name": model.name, "ready": True}
 

@@ -1,4 +1,5 @@
-"""Where ``SERVE_DECODE=gpu`` decodes each image: big photos on the CPU's reduced path, bounded nvJPEG calls, order.
+"""Where ``SERVE_DECODE=gpu`` decodes each image (big photos on the CPU's reduced path, bounded nvJPEG calls, order),
+and how many decode threads a host gets.
 
 The device here is the CPU: torchvision decodes the JPEGs left for the "GPU" with libjpeg, so these tests
 pin the routing and the grouping, not nvJPEG's numerics (the ``gpu``-marked tests check those).
@@ -7,15 +8,26 @@ pin the routing and the grouping, not nvJPEG's numerics (the ``gpu``-marked test
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
+from app.config import Settings
 from app.engine import preparing
 from app.engine.errors import InvalidImage
-from app.engine.preparing import GPU_DECODE_MAX_PIXELS, EncodedJpeg, ImagePreparer, Result, _groups
+from app.engine.preparing import (
+    GPU_DECODE_MAX_PIXELS,
+    EncodedJpeg,
+    ImagePreparer,
+    Item,
+    Result,
+    _groups,
+    decode_threads,
+)
 from model import EvalPreset
 from model.decoding import decode_for_eval
 from tests.conftest import TINY_PREPROCESSING, encode, photo
@@ -123,7 +135,7 @@ def alone(gpu: ImagePreparer, data: bytes) -> Result:
     return result
 
 
-def assert_same_picture(got: Result, want: Result) -> None:
+def assert_same_picture(got: Result, want: Result | Item) -> None:
     assert isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)
     assert got.shape == want.shape == (3, 64, 64)
     assert torch.equal(got, want)  # a group's decode and resize are a lone image's, so only the order could differ
@@ -137,3 +149,28 @@ def test_a_batch_without_jpegs_for_the_gpu_makes_no_call(monkeypatch: pytest.Mon
     results = gpu.decode_batch(items)
     assert len(results) == 2 and all(got is item for got, item in zip(results, items, strict=True))
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("device", "workers", "cores", "threads"),
+    [
+        ("cpu", 1, 1, 1),
+        ("cpu", 1, 2, 1),  # the model needs the other core: measured in docs/benchmarks.md
+        ("cpu", 1, 16, 8),
+        ("cpu", 2, 16, 4),  # each worker's share
+        ("cuda", 1, 16, 15),  # all but the event loop's core
+        ("cuda:1", 4, 16, 3),
+        ("cuda", 1, 2, 2),  # never fewer than 2 beside a GPU
+        ("cuda", 1, 128, 32),  # past that, the interpreter lock is the bound
+    ],
+)
+def test_the_default_decode_pool_follows_the_host(device: str, workers: int, cores: int, threads: int) -> None:
+    assert decode_threads(0, device, workers, cores) == threads
+
+
+def test_a_set_decode_pool_size_is_kept_and_the_default_is_this_hosts() -> None:
+    assert decode_threads(3, "cuda", 4, 16) == 3
+    assert decode_threads(0, "cpu") == max(1, len(os.sched_getaffinity(0)) // 2)
+    assert Settings.model_fields["decode_threads"].default == 0
+    with pytest.raises(ValidationError):
+        Settings(decode_threads=-1)

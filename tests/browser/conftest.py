@@ -128,9 +128,10 @@ def server(make_server: Callable[..., RunningServer]) -> RunningServer:
     return make_server()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path: str) -> Iterator[Any]:
-    """One headless Chromium for the session."""
+    """One headless Chromium for this folder's tests. Not for the session: Playwright's sync API keeps an
+    event loop running in the main thread until it stops, and asyncio tests after it could not run theirs."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

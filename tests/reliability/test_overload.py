@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import uvicorn
 
+from app.http.admin import in_process_reload
 from app.process.server import DrainingServer
 from benchmarks.images import benchmark_jpegs
 from tests.app.conftest import gate_model, serve_in_process
@@ -77,7 +78,7 @@ async def test_the_heap_is_frozen_once_the_model_is_ready(make_settings: MakeSet
     async with serve_in_process(settings) as (_, service):
         config = uvicorn.Config(_no_app, log_config=None)
         config.load()
-        server = DrainingServer(config, service)
+        server = DrainingServer(config, service, in_process_reload(service.reload))
         gc.unfreeze()
         try:
             await server.on_tick(0)
