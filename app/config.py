@@ -77,8 +77,8 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=64,
-        description="threads decoding and resizing images, per worker; 0: from the host (half the usable cores "
-        "with the model on the CPU, all but one with it on a GPU, shared among SERVE_WORKERS)",
+        description="threads decoding and resizing images, per worker; 0: from the host's usable cores shared "
+        "among SERVE_WORKERS (half of them, at least 2, with the model on the CPU; all but one, 2 to 32, on a GPU)",
     )
     inference_threads: int = Field(
         default=0, ge=0, le=256, description="intra-op threads of the model; 0: all usable cores"

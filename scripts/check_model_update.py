@@ -1,15 +1,14 @@
 """Check model updates without downtime on a running compose stack, under load from the host.
 
     python scripts/check_model_update.py --api http://127.0.0.1:8000 --data-dir DIR \
-        --train "--data-dir /data --resume auto --epochs 4" \
+        --train "--data-dir /data --epochs 1" \
         -- docker compose -f docker-compose.yml -f docker/compose.cpu.yml
 
 The api must be up with SERVE_WATCH_MODEL=true, without SERVE_ADMIN_KEY or SERVE_API_KEY, serving the weights
-volume's model.safetensors, with a trainer run in that volume (its last.ckpt) to continue. While a few clients
-send POST /predict back to back, it:
+volume's model.safetensors. While a few clients send POST /predict back to back, it:
 
-1. runs the trainer profile with ``--train``'s arguments (DIR mounted at /data), as users train on into the
-   volume; the trainer keeps the model it replaces as model.prev.safetensors and renames its better one onto
+1. runs the trainer profile with ``--train``'s arguments (DIR mounted at /data), as users train into the
+   volume; the trainer keeps the model it replaces as model.prev.safetensors and renames its best one onto
    model.safetensors, and the api, watching that path, must switch to it (GET /model: version, last_reload ok);
 2. calls POST /admin/reload from the host, through the published port: 403 ``forbidden``, as Docker's port
    publishing connects from outside the container's loopback interface;

@@ -7,6 +7,7 @@ except where the GPU would waste work: extreme aspect ratios (the GPU would resi
 photos over ``GPU_DECODE_MAX_PIXELS``, which the reduced CPU path turns into a crop for a fraction of the
 bytes a full-size GPU decode moves and holds. A batch's JPEGs are decoded on the GPU in groups of at most
 ``GPU_DECODE_PIXELS_PER_CALL`` pixels, so a batch of phone photos cannot take gigabytes of GPU memory at once.
+``decode_threads`` sizes the thread pool the CPU side runs on.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from model.decoding import decode_for_eval
 MAX_AUTO_DECODE_THREADS = 32  # past this many, one process's interpreter lock is the bound, not the cores
 _GPU_DECODABLE_MODES = ("RGB", "L")  # nvJPEG's RGB output; CMYK/YCCK JPEGs go through Pillow
 # Past this a photo is decoded reduced on the CPU even when the GPU decodes. It splits what phones send in
-# two: photos an app has already shrunk (1.9-3 MP; below it, on the GPU) and camera originals (12 MP and
-# up). A 12 MP JPEG decoded at 1/4 scale costs 26-44 ms of one core on a decode thread (docs/benchmarks.md,
+# two: photos an app has already shrunk (about 2-3 MP; below it, on the GPU) and camera originals (12 MP and
+# up). A 12 MP JPEG decoded at 1/4 scale costs 32-44 ms of one core on a decode thread (docs/benchmarks.md,
 # "Reduced decoding"), while nvJPEG would decode its 36 MB of pixels inside the batch's call and resize them
 # in float, holding up every other image of the batch. The GPU check's uploads stage measures both sides.
 GPU_DECODE_MAX_PIXELS = 4_000_000
@@ -50,7 +51,8 @@ Result = torch.Tensor | ServiceError  # one probability vector (or pixels still 
 
 
 class ImagePreparer:
-    """Decodes images for one checkpoint's eval preset, on the CPU or (JPEGs) on ``device``."""
+    """Decodes images for one checkpoint's eval preset, on the CPU or (JPEGs) on ``device``; ``gpu_max_pixels``
+    and ``pixels_per_call`` default to ``GPU_DECODE_MAX_PIXELS`` and ``GPU_DECODE_PIXELS_PER_CALL``."""
 
     def __init__(
         self,
@@ -132,16 +134,16 @@ def decode_threads(requested: int, device: str, workers: int = 1, cores: int | N
     """The decode pool's size for one server process: ``requested`` (``SERVE_DECODE_THREADS``), or for 0 one
     sized to the host, its usable ``cores`` (default: this process's CPU affinity) shared by ``workers``.
 
-    With the model on the CPU (``device`` ``cpu``) the model's threads already use every core and decode threads
-    take cores from them: half the cores, at least one. On 2 cores one thread served 12 MP and 0.2 MP uploads
-    at 8 clients as well as two or better (docs/benchmarks.md, "Decode threads"). With the model on a GPU the
-    cores have little else to do: every one but one (the event loop's), at least 2 and at most
-    ``MAX_AUTO_DECODE_THREADS``; one core decodes about 30 phone photos a second, so 2 threads would cap a GPU
-    host far below its model.
+    With the model on the CPU (``device`` ``cpu``) the model's threads already use every core, and decode
+    threads take cores from them: half the cores, and at least 2, which on 2 cores served 12 MP uploads at
+    8 clients 3% faster than 1 thread with a lower p99, and 0.2 MP uploads the same (docs/benchmarks.md,
+    "Decode threads"). With the model on a GPU the cores have little else to do: every one but one (the event
+    loop's), at least 2 and at most ``MAX_AUTO_DECODE_THREADS``; a core decodes about 30 phone photos a second,
+    so a GPU host with 2 threads would stop far below its model.
     """
     if requested:
         return requested
     per_worker = (cores or len(os.sched_getaffinity(0))) // max(workers, 1)
     if device.startswith("cuda"):
         return min(MAX_AUTO_DECODE_THREADS, max(2, per_worker - 1))
-    return max(1, per_worker // 2)
+    return max(2, per_worker // 2)

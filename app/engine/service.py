@@ -47,9 +47,8 @@ class Service:
         self.model: LoadedModel | None = None
         self.startup_error: Exception | None = None
         self.draining = False
-        self.decode_pool = ThreadPoolExecutor(
-            decode_threads(settings.decode_threads, self.runtime.device, settings.workers), thread_name_prefix="decode"
-        )
+        self.decode_threads = decode_threads(settings.decode_threads, self.runtime.device, settings.workers)
+        self.decode_pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
         self._models: list[LoadedModel] = []  # the serving one, and any still finishing its requests
         self._loading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
@@ -150,7 +149,7 @@ class Service:
         self._set_ready(not self.draining)
         # "name" would collide with the LogRecord's own attribute (logging raises), so it goes as "model".
         fields = {"model" if key == "name" else key: value for key, value in labels.items()}
-        log.info("ready", extra={**fields, "backend": classifier.backend.name})
+        log.info("ready", extra={**fields, "backend": classifier.backend.name, "decode_threads": self.decode_threads})
         return model
 
     async def retire(self, model: LoadedModel) -> None:
