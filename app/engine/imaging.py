@@ -7,10 +7,15 @@ before any pixel is decoded, so a decompression bomb costs a few hundred bytes o
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from PIL import Image, UnidentifiedImageError
+from torch import Tensor
 
 from app.engine.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from model import EvalPreset
+from model.decoding import decode_for_eval
 from model.images import upright_rgb
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -30,9 +35,22 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     ones) or ``ImageTooLarge`` (more than ``max_pixels`` pixels, checked before decoding).
     """
     img = open_image(data, max_pixels)
-    try:
+    with _decoding(img):
         img.load()
         return upright_rgb(img)
+
+
+def decode_crop(header: Image.Image, preset: EvalPreset, *, reduced: bool) -> Tensor:
+    """An opened image (``open_image``) -> the eval preset's uint8 crop (``model.decoding.decode_for_eval``),
+    reduced or exact; raises ``InvalidImage`` when its pixels cannot be decoded."""
+    with _decoding(header):
+        return decode_for_eval(header, preset, reduced=reduced)
+
+
+@contextmanager
+def _decoding(img: Image.Image) -> Iterator[None]:
+    try:
+        yield
     # Pillow reports corrupt data through many exception types (OSError, SyntaxError, struct.error,
     # ValueError, ...); all of them mean the same thing to the client.
     except Exception as exc:

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-from app.engine.errors import InvalidImage, ServiceError
+from app.engine.errors import ServiceError
 from app.engine.gpu_decode import decode_jpegs_on_device
-from app.engine.imaging import open_image
+from app.engine.imaging import decode_crop, open_image
 from model import EvalPreset
-from model.decoding import decode_for_eval
 
 MAX_AUTO_DECODE_THREADS = 32  # past this many, one process's interpreter lock is the bound, not the cores
 _GPU_DECODABLE_MODES = ("RGB", "L")  # nvJPEG's RGB output; CMYK/YCCK JPEGs go through Pillow
@@ -77,12 +76,7 @@ class ImagePreparer:
         header = open_image(data, self.max_image_pixels)
         if self.device is not None and self._for_gpu(header.format, header.mode, header.size):
             return EncodedJpeg(data, header.width * header.height)
-        try:
-            return decode_for_eval(header, self.preset, reduced=self.reduced)
-        # Pillow reports corrupt data through many exception types (OSError, SyntaxError, struct.error,
-        # ValueError, ...); all of them mean the same thing to the client.
-        except Exception as exc:
-            raise InvalidImage(f"the {header.format} image could not be decoded (truncated or corrupt)") from exc
+        return decode_crop(header, self.preset, reduced=self.reduced)
 
     def _for_gpu(self, fmt: str | None, mode: str, size: tuple[int, int]) -> bool:
         if fmt != "JPEG" or mode not in _GPU_DECODABLE_MODES or not self.preset.resizes_whole(size):
@@ -108,12 +102,9 @@ class ImagePreparer:
 
     def _on_cpu_or_error(self, data: bytes) -> Result:
         try:
-            header = open_image(data, self.max_image_pixels)
-            return decode_for_eval(header, self.preset, reduced=self.reduced)
+            return decode_crop(open_image(data, self.max_image_pixels), self.preset, reduced=self.reduced)
         except ServiceError as exc:
             return exc
-        except Exception:  # see prepare
-            return InvalidImage("the JPEG image could not be decoded (truncated or corrupt)")
 
 
 def _groups(jpegs: list[EncodedJpeg], max_pixels: int) -> Iterator[list[EncodedJpeg]]:
