@@ -4,12 +4,12 @@
     python -m benchmarks.cpu --duration 30 --backends onnxruntime
 
 For each backend: the model-only limit at batch sizes 1..32 (in process, no HTTP), then the real
-server (``python -m app``) and rounds of: the model-only limit again at batch 1 and the best batch
-size (the server idle), then closed-loop load at 1 and N clients and open-loop load at a fixed rate
-(web-sized photos as raw ``image/jpeg`` bodies), then, per upload class (``--classes``: phone photos
-of about 0.2, 2 and 12 MP, ``benchmarks.photos``), closed-loop multipart uploads at 1 and N clients.
-Each round's ratios compare measurements taken back to back; the medians over rounds are what count
-on a shared, noisy machine.
+server (``python -m app``) and rounds of: closed-loop load at 1 and N clients and open-loop load at a
+fixed rate (web-sized photos as raw ``image/jpeg`` bodies), then, per upload class (``--classes``:
+phone photos of about 0.2, 2 and 12 MP, ``benchmarks.photos``), closed-loop multipart uploads at 1 and
+N clients; before the first load and after each one, the model-only limit again at batch 1 and the
+best batch size (the server idle). Each load is compared with the limits measured just before and just
+after it; the medians over rounds are what count on a shared, noisy machine.
 """
 
 from __future__ import annotations
@@ -149,26 +149,28 @@ def run_round(
     requests: dict[str, list[bytes]],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """Model-only (server idle) and service load back to back, so both see the same machine load."""
-    # The table's best batch size can be a fluke of a noisy moment: re-measure it beside batch 8
-    # (the service's default largest batch) and take the faster, so the limit is not understated.
-    batch1 = measure(built, crop, 1)
-    best = max((measure(built, crop, size) for size in sorted({8, best_batch})), key=lambda p: p.images_per_s)
-    rate = round(args.open_fraction * best.images_per_s, 2)
+    """The web photos' load, then each upload class's, each between two model-only measurements (server idle).
+
+    On a shared machine the model-only limit drifts by 10-20% within minutes; a class measured minutes after
+    the limit would be compared with another machine. Each load is compared with the mean of the limits
+    measured just before and just after it.
+    """
+    limits = [limit_now(built, crop, best_batch)]
+    rate = round(args.open_fraction * limits[0][1].images_per_s, 2)
     load, service_cpu_ms = service_load(server, requests["photos"], rate, args)
+    limits.append(limit_now(built, crop, best_batch))
+    batch1, best = bracket(limits[0], limits[1])
     classes = {}
     for name in args.classes:
         class_load, class_cpu_ms = service_load(server, requests[name], None, args)
-        classes[name] = {
-            "service": {run: result.to_dict() for run, result in class_load.items()},
-            "service_cpu_ms_per_request": class_cpu_ms,
-            "ratios": ratios(class_load, args.clients, batch1, best),
-        }
+        limits.append(limit_now(built, crop, best_batch))
+        classes[name] = class_figures(class_load, class_cpu_ms, bracket(limits[-2], limits[-1]), args.clients)
     return {
         "model_batch1_ms": batch1.median_ms,
         "model_best_batch_size": best.batch_size,
         "model_best_images_per_s": best.images_per_s,
         "model_cpu_ms_per_image": best.cpu_ms_per_image,
+        "model_limits": [[vars(point) for point in pair] for pair in limits],
         "service_cpu_ms_per_request": service_cpu_ms,
         "service": {name: result.to_dict() for name, result in load.items()},
         # Model CPU per image over service CPU per request: barely moved by other load on the machine.
@@ -176,6 +178,43 @@ def run_round(
         "classes": classes,
         "load_average": os.getloadavg()[0],
     }
+
+
+def class_figures(
+    load: dict[str, LoadResult], cpu_ms: float, limit: tuple[LimitPoint, ...], clients: int
+) -> dict[str, Any]:
+    """One upload class's loads against the model-only ``limit`` (batch 1, best) measured around them."""
+    batch1, best = limit
+    return {
+        "service": {run: result.to_dict() for run, result in load.items()},
+        "service_cpu_ms_per_request": cpu_ms,
+        "model_batch1_ms": batch1.median_ms,
+        "model_best_images_per_s": best.images_per_s,
+        "model_cpu_ms_per_image": best.cpu_ms_per_image,
+        "ratios": ratios(load, clients, batch1, best) | {"cpu_efficiency": best.cpu_ms_per_image / cpu_ms},
+    }
+
+
+def limit_now(built: Backend, crop: int, best_batch: int) -> tuple[LimitPoint, LimitPoint]:
+    """The model-only batch-1 time and best throughput now (the server idle)."""
+    # The table's best batch size can be a fluke of a noisy moment: re-measure it beside batch 8
+    # (the service's default largest batch) and take the faster, so the limit is not understated.
+    batch1 = measure(built, crop, 1)
+    best = max((measure(built, crop, size) for size in sorted({8, best_batch})), key=lambda p: p.images_per_s)
+    return batch1, best
+
+
+def bracket(before: tuple[LimitPoint, ...], after: tuple[LimitPoint, ...]) -> tuple[LimitPoint, ...]:
+    """The mean of two measurements of the same points (each keeps the first one's batch size)."""
+    return tuple(
+        LimitPoint(
+            a.batch_size,
+            (a.median_ms + b.median_ms) / 2,
+            (a.images_per_s + b.images_per_s) / 2,
+            (a.cpu_ms_per_image + b.cpu_ms_per_image) / 2,
+        )
+        for a, b in zip(before, after, strict=True)
+    )
 
 
 def ratios(load: dict[str, LoadResult], clients: int, batch1: LimitPoint, best: LimitPoint) -> dict[str, float]:

@@ -57,7 +57,10 @@ def _round_lines(tag: str, number: int, rnd: dict[str, Any]) -> list[str]:
     lines += _load_lines(tag, rnd["service"])
     for upload, run in rnd.get("classes", {}).items():
         cpu_ms = run["service_cpu_ms_per_request"]
-        lines.append(f"{tag}   {upload} multipart uploads: service CPU {cpu_ms:.1f} ms/request")
+        lines.append(
+            f"{tag}   {upload} multipart uploads: service CPU {cpu_ms:.1f} ms/request; beside it model b1 "
+            f"{run['model_batch1_ms']:.1f} ms, {run['model_best_images_per_s']:.1f}/s"
+        )
         lines += _load_lines(tag, run["service"])
     return lines
 
