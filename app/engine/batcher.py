@@ -1,11 +1,10 @@
 """Dynamic batching, in two pieces: collecting a batch until it is full or a deadline passes, and running it.
 
-The HTTP side awaits a future per item; the compute side resolves it. A batch waits up to the batch
-delay for more items, unless the service holds no other image that could join it (``admitted``): a lone
-request does not pay the delay. Batches run on dedicated threads, at most ``capacity.batches_in_flight``
-at once (1 by default: the model is never called concurrently; a CUDA backend takes 2 so one batch's
-upload overlaps the previous one's compute), and the next batch is collected while the current one runs,
-so the model never waits for a batch to fill when work is queued.
+The HTTP side awaits a future per item; the compute side resolves it. Batches run on dedicated
+threads, at most ``capacity.batches_in_flight`` at once (1 by default: the model is never called
+concurrently; a CUDA backend takes 2 so one batch's upload overlaps the previous one's compute), and the next
+batch is collected while the current one runs, so the model never waits for a batch to fill when
+work is queued.
 This module knows nothing of HTTP, torch or metrics: it takes a ``predict_batch(list) -> list``.
 """
 
@@ -68,11 +67,7 @@ class DynamicBatcher(Generic[In, Out]):
         *,
         capacity: Capacity,
         max_batch_delay_s: float,
-        admitted: Callable[[], int] | None = None,
     ) -> None:
-        """``admitted`` counts the images the service holds (decoding, queued, running): when it counts none but
-        the batch being collected and those running, nothing can join the batch within the delay but a request
-        not yet read, so the batch goes at once. Without it every batch waits the delay to fill."""
         if max_batch_delay_s < 0:
             raise ValueError(f"max_batch_delay_s must be at least 0, got {max_batch_delay_s}")
         self._predict_batch = predict_batch
@@ -81,8 +76,6 @@ class DynamicBatcher(Generic[In, Out]):
         self._room = capacity.waiting
         self._items: deque[_Pending[In, Out]] = deque()
         self._collected = 0  # items taken into the next batch, which is not running yet
-        self._running = 0  # items in the batches on the model threads
-        self._admitted = admitted
         self._arrived = asyncio.Event()
         self._max_in_flight = capacity.batches_in_flight
         self._executor = ThreadPoolExecutor(max_workers=self._max_in_flight, thread_name_prefix="model")
@@ -141,7 +134,6 @@ class DynamicBatcher(Generic[In, Out]):
             if len(running) >= self._max_in_flight:
                 _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 self._top_up(batch)  # what arrived while the model was busy joins this batch
-            self._running += len(batch)
             running.add(asyncio.create_task(self._run(batch)))
             self._collected = 0
         await asyncio.gather(*running)
@@ -161,7 +153,7 @@ class DynamicBatcher(Generic[In, Out]):
         while len(batch) < self._max_batch_size:
             self._top_up(batch)
             remaining = fill_until - time.monotonic()
-            if len(batch) == self._max_batch_size or remaining <= 0 or self._closed or self._alone(batch):
+            if len(batch) == self._max_batch_size or remaining <= 0 or self._closed:
                 break
             self._arrived.clear()
             try:
@@ -169,10 +161,6 @@ class DynamicBatcher(Generic[In, Out]):
             except TimeoutError:
                 break
         return batch
-
-    def _alone(self, batch: list[_Pending[In, Out]]) -> bool:
-        """Whether no image the service holds could still join ``batch`` (see ``__init__``)."""
-        return self._admitted is not None and self._admitted() <= len(batch) + self._running
 
     def _top_up(self, batch: list[_Pending[In, Out]]) -> None:
         while len(batch) < self._max_batch_size and (item := self._take()) is not None:
@@ -190,12 +178,6 @@ class DynamicBatcher(Generic[In, Out]):
 
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         """Run one batch on the model thread; resolve every future, with the results or the error."""
-        try:
-            await self._run_live(batch)
-        finally:
-            self._running -= len(batch)
-
-    async def _run_live(self, batch: list[_Pending[In, Out]]) -> None:
         started = time.monotonic()
         live = _drop_expired(batch, started)
         if not live:

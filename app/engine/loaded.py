@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,20 +51,12 @@ class Served:
 class LoadedModel:
     """A warm ``Classifier`` behind its own ``DynamicBatcher``; counts the requests that hold it."""
 
-    def __init__(
-        self,
-        classifier: Classifier,
-        capacity: Capacity,
-        *,
-        max_batch_delay_s: float,
-        metrics: Metrics,
-        admitted: Callable[[], int] | None = None,
-    ):
+    def __init__(self, classifier: Classifier, capacity: Capacity, *, max_batch_delay_s: float, metrics: Metrics):
         self.classifier = classifier
         self.ref = ModelRef(classifier.checkpoint.arch, classifier.version)
         self.loaded_at = datetime.now(UTC)
         self.batcher: DynamicBatcher[Item, Result] = DynamicBatcher(
-            self._run_batch, capacity=capacity, max_batch_delay_s=max_batch_delay_s, admitted=admitted
+            self._run_batch, capacity=capacity, max_batch_delay_s=max_batch_delay_s
         )
         self._metrics = metrics
         self._users = 0

@@ -132,11 +132,7 @@ class Service:
     def go_live(self, classifier: Classifier) -> LoadedModel:
         """Make ``classifier`` the serving model: new requests take it from now on."""
         model = LoadedModel(
-            classifier,
-            self.capacity,
-            max_batch_delay_s=self.settings.max_batch_delay_ms / 1000,
-            metrics=self.metrics,
-            admitted=lambda: self.admission.held,
+            classifier, self.capacity, max_batch_delay_s=self.settings.max_batch_delay_ms / 1000, metrics=self.metrics
         )
         model.start()
         self._models.append(model)

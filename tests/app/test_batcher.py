@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -37,9 +36,7 @@ class RecordingModel:
         return [10 * item for item in items]
 
 
-def make_batcher(
-    model: object, admitted: Callable[[], int] | None = None, **overrides: float
-) -> DynamicBatcher[int, int]:
+def make_batcher(model: object, **overrides: float) -> DynamicBatcher[int, int]:
     options = {"max_batch_size": 2, "max_batch_delay_s": 0.0, "max_queue_size": 16, "max_in_flight": 1} | overrides
     capacity = Capacity(
         max_batch_size=int(options["max_batch_size"]),
@@ -50,7 +47,6 @@ def make_batcher(
         model,  # type: ignore[arg-type]
         capacity=capacity,
         max_batch_delay_s=options["max_batch_delay_s"],
-        admitted=admitted,
     )
 
 
