@@ -97,15 +97,23 @@ def service_load(
     server: Server, requests: list[bytes], rate: float | None, args: argparse.Namespace
 ) -> tuple[dict[str, LoadResult], float]:
     """Closed loop at 1 and N clients, open loop at ``rate`` (if given); the server's CPU ms per request at N."""
-    process, url = server
+    url = server[1]
     single = asyncio.run(closed_loop(url, requests, 1, args.duration, args.warmup))
-    cpu_began = process_cpu_seconds(process.pid)
-    loaded = asyncio.run(closed_loop(url, requests, args.clients, args.duration, args.warmup))
-    cpu_ms = (process_cpu_seconds(process.pid) - cpu_began) * 1000 / max(loaded.completed, 1)
+    loaded, cpu_ms = closed_loop_cpu(server, requests, args.clients, args)
     load = {"closed_1": single, f"closed_{args.clients}": loaded}
     if rate is not None:
         load["open"] = asyncio.run(open_loop(url, requests, rate, args.duration, args.warmup))
     return load, cpu_ms
+
+
+def closed_loop_cpu(
+    server: Server, requests: list[bytes], clients: int, args: argparse.Namespace
+) -> tuple[LoadResult, float]:
+    """A closed-loop run of ``clients`` against ``server``, and the server's CPU ms per completed request."""
+    process, url = server
+    cpu_began = process_cpu_seconds(process.pid)
+    result = asyncio.run(closed_loop(url, requests, clients, args.duration, args.warmup))
+    return result, (process_cpu_seconds(process.pid) - cpu_began) * 1000 / max(result.completed, 1)
 
 
 def upload_requests(url: str, classes: list[str]) -> dict[str, list[bytes]]:
@@ -149,41 +157,31 @@ def run_round(
     requests: dict[str, list[bytes]],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """The web photos' load, then each upload class's, each between two model-only measurements (server idle).
-
-    On a shared machine the model-only limit drifts by 10-20% within minutes; a class measured minutes after
-    the limit would be compared with another machine. Each load is compared with the mean of the limits
-    measured just before and just after it.
-    """
+    """The web photos' load, then each upload class's, each compared with the mean of the model-only limits
+    measured just before and just after it (the server idle): on a shared machine the limit drifts by 10-20%
+    within minutes, so a limit measured minutes earlier would be another machine's."""
     limits = [limit_now(built, crop, best_batch)]
     rate = round(args.open_fraction * limits[0][1].images_per_s, 2)
     load, service_cpu_ms = service_load(server, requests["photos"], rate, args)
     limits.append(limit_now(built, crop, best_batch))
-    batch1, best = bracket(limits[0], limits[1])
+    figures = load_figures(load, service_cpu_ms, bracket(limits[0], limits[1]), args.clients)
     classes = {}
     for name in args.classes:
         class_load, class_cpu_ms = service_load(server, requests[name], None, args)
         limits.append(limit_now(built, crop, best_batch))
-        classes[name] = class_figures(class_load, class_cpu_ms, bracket(limits[-2], limits[-1]), args.clients)
-    return {
-        "model_batch1_ms": batch1.median_ms,
-        "model_best_batch_size": best.batch_size,
-        "model_best_images_per_s": best.images_per_s,
-        "model_cpu_ms_per_image": best.cpu_ms_per_image,
+        classes[name] = load_figures(class_load, class_cpu_ms, bracket(limits[-2], limits[-1]), args.clients)
+    return figures | {
+        "model_best_batch_size": limits[0][1].batch_size,
         "model_limits": [[vars(point) for point in pair] for pair in limits],
-        "service_cpu_ms_per_request": service_cpu_ms,
-        "service": {name: result.to_dict() for name, result in load.items()},
-        # Model CPU per image over service CPU per request: barely moved by other load on the machine.
-        "ratios": ratios(load, args.clients, batch1, best) | {"cpu_efficiency": best.cpu_ms_per_image / service_cpu_ms},
         "classes": classes,
         "load_average": os.getloadavg()[0],
     }
 
 
-def class_figures(
+def load_figures(
     load: dict[str, LoadResult], cpu_ms: float, limit: tuple[LimitPoint, ...], clients: int
 ) -> dict[str, Any]:
-    """One upload class's loads against the model-only ``limit`` (batch 1, best) measured around them."""
+    """One photo set's loads against the model-only ``limit`` (batch 1, best) measured around them."""
     batch1, best = limit
     return {
         "service": {run: result.to_dict() for run, result in load.items()},
@@ -191,6 +189,7 @@ def class_figures(
         "model_batch1_ms": batch1.median_ms,
         "model_best_images_per_s": best.images_per_s,
         "model_cpu_ms_per_image": best.cpu_ms_per_image,
+        # Model CPU per image over service CPU per request: barely moved by other load on the machine.
         "ratios": ratios(load, clients, batch1, best) | {"cpu_efficiency": best.cpu_ms_per_image / cpu_ms},
     }
 
@@ -218,7 +217,7 @@ def bracket(before: tuple[LimitPoint, ...], after: tuple[LimitPoint, ...]) -> tu
 
 
 def ratios(load: dict[str, LoadResult], clients: int, batch1: LimitPoint, best: LimitPoint) -> dict[str, float]:
-    """The service against the model-only limit measured just before it."""
+    """The service against the model-only limit measured around it."""
     loaded, single = load[f"closed_{clients}"], load["closed_1"]
     return {
         "service_vs_model_limit": loaded.throughput / best.images_per_s,
@@ -236,14 +235,26 @@ def machine() -> dict[str, Any]:
     }
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model``, the checkpoint a benchmark serves; ``prepare_files`` writes a random-init one if missing."""
     parser.add_argument(
         "--model",
         type=Path,
         default=REPO / ".bench" / "random.safetensors",
         help="checkpoint; a random-init 1000-class one is written there if missing (default: %(default)s)",
     )
+
+
+def prepare_files(args: argparse.Namespace) -> None:
+    """The folder of ``args.out``, and a random-init checkpoint at ``args.model`` if there is none."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.model.exists():
+        write_random_init(args.model)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_argument(parser)
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], help="default: torch onnxruntime")
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients for the loaded run (default: 8)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of model-only check + load (default: 3)")
@@ -267,9 +278,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.model.exists():
-        write_random_init(args.model)
+    prepare_files(args)
     results: dict[str, Any] = {"command": " ".join(["python -m benchmarks.cpu", *(argv or sys.argv[1:])])}
     results["machine_before"] = machine()
     results["backends"] = {backend: bench_backend(backend, args) for backend in args.backends}

@@ -14,24 +14,19 @@ report gives the median over rounds of each count's throughput over the first co
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cpu import REPO, Server, process_cpu_seconds, start_server, stop_server
-from benchmarks.loadgen import build_requests, closed_loop
+from benchmarks.cpu import REPO, Server, add_model_argument, closed_loop_cpu, prepare_files, start_server, stop_server
+from benchmarks.loadgen import build_requests
 from benchmarks.photos import upload_class
-from model.convert import write_random_init
 
 
 def measure(server: Server, requests: list[bytes], args: argparse.Namespace) -> dict[str, float]:
     """One closed-loop run against ``server``: throughput, latency and the server's CPU per request."""
-    process, url = server
-    cpu_began = process_cpu_seconds(process.pid)
-    result = asyncio.run(closed_loop(url, requests, args.clients, args.duration, args.warmup))
-    cpu_ms = (process_cpu_seconds(process.pid) - cpu_began) * 1000 / max(result.completed, 1)
+    result, cpu_ms = closed_loop_cpu(server, requests, args.clients, args)
     return {"throughput": result.throughput, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms, "cpu_ms": cpu_ms}
 
 
@@ -67,12 +62,7 @@ def summary(runs: dict[str, dict[int, list[dict[str, float]]]]) -> list[str]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=REPO / ".bench" / "random.safetensors",
-        help="checkpoint; a random-init 1000-class one is written there if missing (default: %(default)s)",
-    )
+    add_model_argument(parser)
     parser.add_argument("--backend", default="onnxruntime", help="SERVE_BACKEND (default: %(default)s)")
     parser.add_argument("--threads", default="1,2", help="SERVE_DECODE_THREADS values (default: %(default)s)")
     parser.add_argument(
@@ -92,9 +82,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.model.exists():
-        write_random_init(args.model)
+    prepare_files(args)
     servers: dict[int, Server] = {}
     try:
         for threads in (int(value) for value in args.threads.split(",")):
