@@ -26,6 +26,8 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import Message
+from torch import Tensor
+from torchvision.transforms import functional as F
 
 from app.engine.imaging import open_image
 from app.http.uploads import read_single_upload
@@ -34,6 +36,7 @@ from benchmarks.photos import UPLOAD_CLASSES, upload_class
 from model import EvalPreset, Preprocessing
 from model.decoding import MARGIN, dct_scale
 from model.images import upright_rgb
+from model.presets import Box
 
 CHUNK = 256_000
 LIMIT = 64 * 1024 * 1024
@@ -109,13 +112,27 @@ def decode_steps(photo: bytes) -> dict[str, Callable[[], object]]:
 
     reduced = loaded()
     upright = upright_rgb(reduced)
-    whole = (0.0, 0.0, float(upright.width), float(upright.height))
+    scale, size = dct_scale(opened().size, resize), opened().size
+    full = size if upright.size == reduced.size else (size[1], size[0])  # stored sideways: turned upright
+    box = (0.0, 0.0, full[0] / scale, full[1] / scale)  # the part of the decoded pixels that is the image
     return {
         "header": opened,
         "decode (reduced)": loaded,
         "EXIF orientation + RGB": lambda: upright_rgb(reduced),
-        "resize + crop + tensor": lambda: PRESET.to_uint8_reduced(upright, upright.size, whole),
+        "resize + crop + tensor": lambda: PRESET.to_uint8_reduced(upright, full, box),
+        "the same, resizing the whole image, as before": lambda: resize_whole_then_crop(upright, full, box),
     }
+
+
+def resize_whole_then_crop(img: Image.Image, full: tuple[int, int], box: Box) -> Tensor:
+    """How a reduced image was resized before: the whole of it, then the centre crop."""
+    width, height = (resize := PRESET.preprocessing.resize_size), resize
+    if full[0] > full[1]:
+        width = int(resize * full[0] / full[1])
+    else:
+        height = int(resize * full[1] / full[0])
+    resized = img.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    return F.pil_to_tensor(F.center_crop(resized, [PRESET.preprocessing.crop_size]))
 
 
 def measure_class(photos: list[bytes], repeats: int) -> dict[str, float]:

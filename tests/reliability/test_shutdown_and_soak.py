@@ -36,4 +36,5 @@ def test_a_soak_below_capacity_has_no_error_and_flat_memory_and_descriptors(work
     assert result.answers == {"200 ok": result.answers.get("200 ok", 0)} and result.errors == 0
     assert result.lost == []
     assert abs(result.growth("rss_mib")) < 16
-    assert result.growth("fds") <= 0.5 and result.growth("threads") == 0
+    assert result.growth("files") <= 0.5 and result.growth("threads") == 0
+    assert result.idle_fds[1] <= result.idle_fds[0]

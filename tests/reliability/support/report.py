@@ -115,8 +115,9 @@ def soak(r: dict[str, Any]) -> list[str]:
         + " ms.",
         f"After {r['warmup_s']:.0f} s of warm-up: resident memory {first['rss_mib']:.1f} → {last['rss_mib']:.1f} MiB "
         f"(growth, last fifth minus first fifth: **{_growth(settled, 'rss_mib'):+.1f} MiB**), open descriptors "
-        f"{first['fds']} → {last['fds']} ({_growth(settled, 'fds'):+.1f}), threads {first['threads']} → "
-        f"{last['threads']}.",
+        f"{first['fds']} → {last['fds']} ({_growth(settled, 'fds'):+.1f}; other than sockets "
+        f"{_growth(settled, 'files'):+.1f}), threads {first['threads']} → {last['threads']}; descriptors with the "
+        f"server idle before and after the load: {r['idle_fds'][0]} → {r['idle_fds'][1]}.",
     ]
 
 

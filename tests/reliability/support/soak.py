@@ -1,5 +1,6 @@
 """Soak: a sustained open-loop load below capacity. No request may fail, and once warmed up the server's
-resident memory, file descriptors and threads must stay flat."""
+resident memory, threads and descriptors other than sockets must stay flat. Sockets rise and fall with the
+connections in flight, so they are counted with the server idle, before the load and once it is over."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Sample:
     at_s: float
     rss_mib: float
     fds: int
+    files: int  # descriptors other than sockets
     threads: int
 
 
@@ -34,6 +36,7 @@ class SoakResult:
     window_p99_ms: list[float]  # per tenth of the run: a slow drift shows here
     samples: list[Sample]
     lost: list[str]
+    idle_fds: tuple[int, int]  # every descriptor, the server idle: before the load, after it
 
     @property
     def errors(self) -> int:
@@ -56,7 +59,8 @@ class SoakResult:
 async def _sample(service: Service, every_s: float, stop: asyncio.Event, out: list[Sample]) -> None:
     began = time.monotonic()
     while not stop.is_set():
-        out.append(Sample(time.monotonic() - began, service.rss_mib(), service.open_fds(), service.threads()))
+        at_s = time.monotonic() - began
+        out.append(Sample(at_s, service.rss_mib(), service.open_fds(), service.open_files(), service.threads()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
 
@@ -73,10 +77,21 @@ async def _soak(
     return answers, samples
 
 
+def _idle_fds(service: Service, at_most: int, settle_s: float = 10.0) -> int:
+    """The server's descriptors once the load's connections are closed: at most ``at_most`` as soon as that
+    holds, else what is left after ``settle_s`` (a leak never settles)."""
+    deadline = time.monotonic() + settle_s
+    while (fds := service.open_fds()) > at_most and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return fds
+
+
 def run_soak(
     service: Service, bodies: Sequence[bytes], *, rate: float, duration_s: float, warmup_s: float, every_s: float = 1.0
 ) -> SoakResult:
     """Load at ``rate`` for ``duration_s``, sampling the server every ``every_s``; judged after ``warmup_s``."""
+    time.sleep(1.0)  # the connections of a measurement just made are closed
+    fds_before = service.open_fds()
     answers, samples = asyncio.run(_soak(service, bodies, rate, duration_s, every_s))
     ok = [a.latency_ms for a in answers if a.code == "ok"]
     return SoakResult(
@@ -89,6 +104,7 @@ def run_soak(
         window_p99_ms=_window_p99(answers, duration_s),
         samples=samples,
         lost=lost_answers(answers, service.access_log()),
+        idle_fds=(fds_before, _idle_fds(service, at_most=fds_before)),
     )
 
 
