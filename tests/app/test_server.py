@@ -21,11 +21,11 @@ from tests.app.conftest import REPO, RunningServer
 JPEG = {"content-type": "image/jpeg"}
 
 
-async def queue_depth(client: httpx.AsyncClient) -> float:
+async def gauge(client: httpx.AsyncClient, name: str) -> float:
     for line in (await client.get("/metrics")).text.splitlines():
-        if line.startswith("inference_queue_depth "):
+        if line.startswith(f"{name} "):
             return float(line.split()[1])
-    raise AssertionError("no inference_queue_depth in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
 
 
 @pytest.mark.anyio
@@ -52,7 +52,9 @@ async def test_sigterm_drains_accepted_requests_refuses_new_ones_and_exits_0(
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         accepted = [asyncio.create_task(client.post("/predict", content=cat_jpeg, headers=JPEG)) for _ in range(3)]
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as probe:
-            while await queue_depth(probe) + len([t for t in accepted if t.done()]) < 3:
+            # Admitted and not yet answered: the three wait in the batch being collected.
+            while await gauge(probe, "inference_images_in_flight") < 3:
+                assert not any(t.done() for t in accepted), "answered before the signal: the window was too short"
                 await asyncio.sleep(0.02)
             server.terminate()
             while (await probe.get("/health/ready")).status_code == 200:
