@@ -84,8 +84,8 @@ class DynamicBatcher(Generic[In, Out]):
 
     @property
     def depth(self) -> int:
-        """Items waiting for the model (not counting the batch that is running)."""
-        return len(self._items)
+        """Items waiting for the model: queued, or taken into the next batch, which has not started yet."""
+        return len(self._items) + self._collected
 
     def start(self) -> None:
         """Begin collecting and running batches on the running event loop."""

@@ -199,6 +199,23 @@ async def test_the_room_is_the_same_whether_or_not_the_next_batch_was_collected(
     assert model.batches == [[1], [2], [3]]
 
 
+async def test_the_depth_counts_the_batch_being_collected_and_not_the_running_one() -> None:
+    model = RecordingModel(hold_first=True)
+    batcher = make_batcher(model, max_batch_size=4, max_batch_delay_s=LATER)
+    batcher.start()
+    running = batcher.submit_nowait([1, 2, 3, 4], deadline())  # a full batch: it goes at once
+    await wait_until_entered(model)
+    assert batcher.depth == 0
+    waiting = batcher.submit_nowait([5, 6], deadline())
+    for _ in range(10):  # the collector takes them into the next batch, which waits for a fuller one
+        await asyncio.sleep(0)
+    assert len(batcher._items) == 0 and batcher.depth == 2
+    model.gate.set()
+    await batcher.stop()
+    assert [f.done() for f in running + waiting] == [True] * 6 and batcher.depth == 0
+    assert model.batches == [[1, 2, 3, 4], [5, 6]]
+
+
 async def test_stop_finishes_queued_items_then_refuses_new_ones() -> None:
     model = RecordingModel()
     batcher = make_batcher(model, max_batch_size=2)

@@ -59,7 +59,7 @@ async def test_a_full_pipeline_refuses_before_reading_the_body(make_settings: Ma
         await wait_entered(gated.entered)
         # One image in the model, one collected as the next batch, one queued: the limit of 1 + 2 x 1.
         held = [asyncio.create_task(client.post("/predict", content=body, headers=JPEG)) for _ in range(2)]
-        while service.queue_depth() < 1:
+        while service.queue_depth() < 2:
             await asyncio.sleep(0.01)
         decoded = app_metric(service, "inference_decode_duration_seconds_count")
         refused = await client.post("/predict", content=counted_body(), headers=JPEG)

@@ -35,7 +35,7 @@ async def test_a_full_queue_is_refused_at_once_over_both(make_v2: MakeV2) -> Non
         # One image in the model, one collected as the next batch, one queued: the limit of 1 + 2 x 1.
         rest.append(asyncio.ensure_future(v2.rest_infer(IMAGE)))
         over_grpc = grpc_infer(v2)
-        await eventually(lambda: v2.service.queue_depth() >= 1)
+        await eventually(lambda: v2.service.queue_depth() >= 2)
         refused = await v2.rest_infer(IMAGE)
         assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
         assert "retry shortly" in refused.json()["error"]
