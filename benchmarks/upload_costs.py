@@ -36,7 +36,7 @@ from benchmarks.photos import UPLOAD_CLASSES, upload_class
 from model import EvalPreset, Preprocessing
 from model.decoding import MARGIN, dct_scale
 from model.images import upright_rgb
-from model.presets import Box
+from model.presets import Box, resized_size
 
 CHUNK = 256_000
 LIMIT = 64 * 1024 * 1024
@@ -120,18 +120,14 @@ def decode_steps(photo: bytes) -> dict[str, Callable[[], object]]:
         "decode (reduced)": loaded,
         "EXIF orientation + RGB": lambda: upright_rgb(reduced),
         "resize + crop + tensor": lambda: PRESET.to_uint8_reduced(upright, full, box),
-        "the same, resizing the whole image, as before": lambda: resize_whole_then_crop(upright, full, box),
+        "the same, resizing the whole reduced image, as before": lambda: resize_whole_then_crop(upright, full, box),
     }
 
 
 def resize_whole_then_crop(img: Image.Image, full: tuple[int, int], box: Box) -> Tensor:
-    """How a reduced image was resized before: the whole of it, then the centre crop."""
-    width, height = (resize := PRESET.preprocessing.resize_size), resize
-    if full[0] > full[1]:
-        width = int(resize * full[0] / full[1])
-    else:
-        height = int(resize * full[1] / full[0])
-    resized = img.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    """How a reduced image was resized before: ``box`` of it (the ``full``-size image) whole, then the centre crop."""
+    size = resized_size(full, PRESET.preprocessing.resize_size)
+    resized = img.resize(size, Image.Resampling.BILINEAR, box=box)
     return F.pil_to_tensor(F.center_crop(resized, [PRESET.preprocessing.crop_size]))
 
 

@@ -76,7 +76,7 @@ class EvalPreset:
 
     def resizes_whole(self, size: tuple[int, int]) -> bool:
         """Whether an image of ``size`` is resized whole; past ``MAX_RESIZED_PIXELS`` only the kept region is."""
-        width, height = _resized_size(size, self.preprocessing.resize_size)
+        width, height = resized_size(size, self.preprocessing.resize_size)
         return width * height <= MAX_RESIZED_PIXELS
 
     def to_uint8(self, img: Image.Image) -> Tensor:
@@ -84,7 +84,7 @@ class EvalPreset:
         p = self.preprocessing
         if not self.resizes_whole(img.size):
             whole = (0.0, 0.0, float(img.width), float(img.height))
-            return F.pil_to_tensor(self._resize_kept_region(img, whole, *_resized_size(img.size, p.resize_size)))
+            return F.pil_to_tensor(self._resize_kept_region(img, whole, *resized_size(img.size, p.resize_size)))
         img = F.resize(img, [p.resize_size], interpolation=self.interpolation, antialias=True)
         img = F.center_crop(img, [p.crop_size])
         return F.pil_to_tensor(img)
@@ -99,7 +99,7 @@ class EvalPreset:
         would be resized to keeps the geometry exact; ``reducing_gap`` is Pillow's ``resize`` option.
         """
         p = self.preprocessing
-        width, height = _resized_size(size, p.resize_size)
+        width, height = resized_size(size, p.resize_size)
         # An image held reduced is resized only where the crop is, a quarter less work on a 4:3 photo: Pillow's
         # filter reads past a box's edges, so that is the whole resize's crop but for a rounding (one grey
         # level on 0.01% of pixels). Not with block averaging first, whose blocks would start at the region's
@@ -144,7 +144,7 @@ class EvalPreset:
         return self.normalize(self.to_uint8(img))
 
 
-def _resized_size(size: tuple[int, int], resize_size: int) -> tuple[int, int]:
+def resized_size(size: tuple[int, int], resize_size: int) -> tuple[int, int]:
     """The (width, height) that resizing the short side to ``resize_size`` gives, as torchvision computes it."""
     width, height = size
     short, long = sorted((width, height))

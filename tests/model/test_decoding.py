@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.transforms import functional as F
 
 from benchmarks.decode_accuracy import Case, crop, difference, probabilities
 from benchmarks.images import scikit_photo
 from benchmarks.photos import add_camera_noise, encode_jpeg, phone_photo, texture_mosaic
+from benchmarks.upload_costs import resize_whole_then_crop
 from model import Checkpoint, EvalPreset, Preprocessing
 from model.decoding import MARGIN, dct_scale, decode_for_eval
 from model.images import upright_rgb
@@ -150,9 +150,7 @@ def test_a_reduced_image_resized_where_the_crop_is_gives_the_whole_resize_croppe
     img = add_camera_noise(scikit_photo("astronaut").resize(size), seed=5)
     full = (4 * size[0] - 1, 4 * size[1] - 3)
     box = (0.0, 0.0, full[0] / 4, full[1] / 4)
-    width, height = (232, 232 * full[1] // full[0]) if full[0] <= full[1] else (232 * full[0] // full[1], 232)
-    whole = img.resize((width, height), Image.Resampling.BILINEAR, box=box)
-    expected = torch.from_numpy(np.array(F.center_crop(whole, [224]))).permute(2, 0, 1)
+    expected = resize_whole_then_crop(img, full, box)  # the served preset's 232 resize and 224 crop
     differs = (SERVED.to_uint8_reduced(img, full, box).int() - expected.int()).abs()
     assert differs.max() <= 1 and (differs > 0).float().mean() < 1e-3  # a rounding, here and there
 
