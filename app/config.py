@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     model_path: Path = Field(
         default=Path("weights") / CHECKPOINT_FILENAME, description="the .safetensors checkpoint to serve"
     )
+    model_dir: Path | None = Field(
+        default=None,
+        description="the folder POST /admin/reload may load checkpoints from; default the folder of SERVE_MODEL_PATH",
+    )
+    max_model_bytes: int = Field(
+        default=1 << 30, ge=1, description="largest checkpoint file a load or reload reads (1 GiB)"
+    )
     device: str = Field(default="auto", description="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         default="auto", description="auto: fp16 on CUDA, fp32 on CPU"
@@ -57,12 +64,20 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="largest decoded image, width × height")
     api_key: SecretStr | None = Field(default=None, description="when set, predict endpoints need `Bearer <key>`")
     admin_key: SecretStr | None = Field(
-        default=None, description="when set, admin endpoints need `Bearer <key>` (else SERVE_API_KEY, else loopback)"
+        default=None,
+        description="admin endpoints need `Bearer <key>`: this key, else SERVE_API_KEY; with neither they answer 403",
     )
     host: str = Field(default="0.0.0.0", min_length=1, description="address to listen on")
     port: int = Field(default=8000, ge=0, le=65535, description="port to listen on; 0: any free port")
     grpc_port: int = Field(
         default=8001, ge=0, le=65535, description="the Open Inference Protocol's gRPC port; 0: no gRPC server"
+    )
+    grpc_max_concurrent_rpcs: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="gRPC calls served at once; more get RESOURCE_EXHAUSTED at once (each may hold up to "
+        "SERVE_MAX_UPLOAD_BYTES while its message arrives)",
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(default="info")
     log_format: Literal["json", "text"] = Field(default="json", description="json for log shippers, text for people")
@@ -93,6 +108,11 @@ class Settings(BaseSettings):
         default=False, description="reload when a new checkpoint file is renamed onto SERVE_MODEL_PATH"
     )
     pages: bool = Field(default=True, description="serve the try-it page at / and the API docs at /docs and /redoc")
+
+    @property
+    def reload_dir(self) -> Path:
+        """The folder reloads asked for over HTTP may read from (``SERVE_MODEL_DIR``)."""
+        return self.model_dir if self.model_dir is not None else self.model_path.parent
 
     @field_validator("device")
     @classmethod
@@ -151,6 +171,6 @@ def describe_errors(exc: ValidationError) -> str:
             lines.append(message)
             continue
         name = ENV_PREFIX + str(error["loc"][0]).upper()
-        shown = "" if name == "SERVE_API_KEY" else f"={error['input']!r}"
+        shown = "" if name in ("SERVE_API_KEY", "SERVE_ADMIN_KEY") else f"={error['input']!r}"
         lines.append(f"{name}{shown}: {message}")
     return "invalid configuration: " + "; ".join(lines)

@@ -20,7 +20,7 @@ from typing import Any
 import safetensors.torch
 from torch import Tensor, nn
 
-from model.files import atomic_write
+from model.files import UnreadableFile, atomic_write, read_regular_file
 from model.network import ARCH, build_model
 from model.presets import Preprocessing
 
@@ -28,6 +28,8 @@ FORMAT_VERSION = "1"
 # The file a training run hands to the service, and the one it keeps from before the last hand-off.
 CHECKPOINT_FILENAME = "model.safetensors"
 PREVIOUS_CHECKPOINT_FILENAME = "model.prev.safetensors"
+# Far above a ResNet-50 checkpoint (about 100 MB in fp32): a bound on what a load reads, not a size policy.
+MAX_CHECKPOINT_BYTES = 1 << 30
 REQUIRED_KEYS = ("format_version", "arch", "num_classes", "labels", "preprocessing", "trained", "source", "created_at")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # added by DDP and torch.compile
 
@@ -107,13 +109,18 @@ def file_version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read, validate and build a checkpoint; any problem raises a one-line ``CheckpointError``."""
+def load_checkpoint(path: str | os.PathLike[str], *, max_bytes: int = MAX_CHECKPOINT_BYTES) -> Checkpoint:
+    """Read, validate and build a checkpoint; any problem raises a one-line ``CheckpointError``.
+
+    Only a regular file of at most ``max_bytes`` is read (``model.files.read_regular_file``).
+    """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, max_bytes)
     except FileNotFoundError:
         raise CheckpointError(path, "no such file") from None
+    except UnreadableFile as exc:
+        raise CheckpointError(path, str(exc)) from None
     except OSError as exc:
         raise CheckpointError(path, f"cannot read: {exc.strerror}") from None
     metadata = _read_metadata(path, data)

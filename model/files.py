@@ -1,10 +1,16 @@
-"""Atomic file writes, defined once: a reader, a crash or a preemption never sees half a file.
+"""Files handed between processes: written atomically, read only when they are what they claim to be.
+
+Atomic writes, defined once: a reader, a crash or a preemption never sees half a file.
 
 Everything this project hands to another process (checkpoints, the resume state, the reports, the
 ONNX cache) is written the same way: a temporary file in the target's folder, written, synced to
 disk, made readable by other users, then renamed over the target. A rename within one folder is
 atomic, so the target is always either the old file or the new one. The temporary files are named
 ``.<name>.<random>.tmp``; ``leftover_temp_files`` finds those a killed process never finished.
+
+Reads of such files (``read_regular_file``) check what they open before reading a byte: a FIFO would
+block the reader forever and a device such as ``/dev/zero`` never ends, so only a regular file of a
+bounded size is read.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +47,39 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
         if os.path.exists(tmp):
             os.unlink(tmp)
     _fsync_dir(target.parent)
+
+
+class UnreadableFile(OSError):
+    """A file that is not read: not a regular file, or over the size limit; the message says which."""
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; else ``UnreadableFile``.
+
+    Opened without blocking (a FIFO's open would wait for a writer) and checked with ``fstat`` on the open
+    descriptor, so what is checked is what is read. ``OSError`` as ``open`` raises it for a missing or
+    unreadable file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFile(f"is not a regular file ({_kind(info.st_mode)})")
+        if info.st_size > max_bytes:
+            raise UnreadableFile(f"is {info.st_size} bytes, over the limit of {max_bytes}")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(max_bytes + 1)  # a file that grew since fstat is still read only this far
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise UnreadableFile(f"grew past the limit of {max_bytes} bytes while being read")
+    return data
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device"}
+    kinds |= {stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a plain file")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

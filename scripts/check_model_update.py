@@ -4,16 +4,17 @@
         --train "--data-dir /data --epochs 1" \
         -- docker compose -f docker-compose.yml -f docker/compose.cpu.yml
 
-The api must be up with SERVE_WATCH_MODEL=true, without SERVE_ADMIN_KEY or SERVE_API_KEY, serving the weights
-volume's model.safetensors. While a few clients send POST /predict back to back, it:
+The api must be up with SERVE_WATCH_MODEL=true and SERVE_ADMIN_KEY (read from this script's environment too),
+without SERVE_API_KEY, serving the weights volume's model.safetensors. While a few clients send POST /predict back
+to back, it:
 
 1. runs the trainer profile with ``--train``'s arguments (DIR mounted at /data), as users train into the
    volume; the trainer keeps the model it replaces as model.prev.safetensors and renames its best one onto
    model.safetensors, and the api, watching that path, must switch to it (GET /model: version, last_reload ok);
-2. calls POST /admin/reload from the host, through the published port: 403 ``forbidden``, as Docker's port
-   publishing connects from outside the container's loopback interface;
-3. rolls back from inside the container, on its loopback interface: POST /admin/reload
-   {"path": "/weights/model.prev.safetensors"} answers 200 and the api serves that model;
+2. calls POST /admin/reload from the host, through the published port, without the key: 401 ``unauthorized``;
+   then from inside the container, on its loopback interface, without the key: 401 too (loopback is no identity);
+3. rolls back from the host with the key: POST /admin/reload {"path": "model.prev.safetensors"} (a name inside
+   the model directory) answers 200 and the api serves that model;
 4. ``docker compose kill -s HUP api``: the signal must reach the server through the init, which reloads
    model.safetensors and serves the trained model again.
 
@@ -52,7 +53,8 @@ for path in sys.argv[1:]:
     print(json.dumps({"version": ckpt.version, "labels": list(ckpt.labels)}))
 """
 
-# Run inside the api container: POST /admin/reload on its loopback interface; prints the status, then the body.
+# Run inside the api container: POST /admin/reload on its loopback interface, without a key; prints the status,
+# then the body.
 RELOAD_ON_LOOPBACK = """
 import json, sys, urllib.error, urllib.request
 body = json.dumps({"path": sys.argv[1]}).encode()
@@ -189,22 +191,26 @@ def train_on(api: httpx.Client, compose: Compose, train_args: list[str], before:
     return written
 
 
-def refused_from_host(api: httpx.Client) -> None:
-    """Step 2: no admin key, and a client behind the published port is not loopback."""
+def refused_without_the_key(api: httpx.Client, compose: Compose) -> None:
+    """Step 2: without the admin key, neither the host nor the container's own loopback interface reloads."""
     response = api.post("/admin/reload", json={})
-    if response.status_code != 403 or '"forbidden"' not in response.text:
-        raise StackError(f"POST /admin/reload from the host: expected 403 forbidden, got {response.status_code}")
-    print("ok  POST /admin/reload from the host without a key: 403 forbidden (not loopback)")
+    if response.status_code != 401 or '"unauthorized"' not in response.text:
+        raise StackError(f"POST /admin/reload from the host without the key: expected 401, got {response.status_code}")
+    status = compose.python_in_api(RELOAD_ON_LOOPBACK, PREVIOUS).strip().partition(" ")[0]
+    if status != "401":
+        raise StackError(f"POST /admin/reload on the container's loopback without the key: expected 401, got {status}")
+    print("ok  POST /admin/reload without the key: 401 from the host and from the container's loopback")
 
 
-def roll_back(api: httpx.Client, compose: Compose, previous: str) -> None:
-    """Step 3: POST /admin/reload on the container's loopback interface, to model.prev.safetensors."""
-    status, _, body = compose.python_in_api(RELOAD_ON_LOOPBACK, PREVIOUS).strip().partition(" ")
-    if status != "200" or json.loads(body)["current"]["version"] != previous:
-        raise StackError(f"rollback to {PREVIOUS}: expected 200 serving {previous}, got {status} {body[:300]}")
+def roll_back(api: httpx.Client, previous: str) -> None:
+    """Step 3: POST /admin/reload from the host with the key, to model.prev.safetensors."""
+    headers = {"Authorization": f"Bearer {os.environ['SERVE_ADMIN_KEY']}"}
+    response = api.post("/admin/reload", json={"path": os.path.basename(PREVIOUS)}, headers=headers, timeout=600)
+    if response.status_code != 200 or response.json()["current"]["version"] != previous:
+        raise StackError(f"rollback to {PREVIOUS}: expected 200 serving {previous}, got {response.text[:300]}")
     if serving(api)["version"] != previous:
         raise StackError(f"after the rollback GET /model still names {serving(api)['version']}")
-    print(f"ok  rollback from inside the container (loopback): 200, serving {previous}")
+    print(f"ok  rollback from the host with the admin key: 200, serving {previous}")
 
 
 def hang_up(api: httpx.Client, compose: Compose, trained: str, timeout_s: float) -> None:
@@ -255,8 +261,8 @@ def run_checks(api_url: str, compose: Compose, train_args: list[str], timeout_s:
         with ClosedLoop(api_url, chelsea_jpeg()).running() as load:
             time.sleep(2)
             trained, prev = train_on(api, compose, train_args, first["version"], timeout_s)
-            refused_from_host(api)
-            roll_back(api, compose, prev["version"])
+            refused_without_the_key(api, compose)
+            roll_back(api, prev["version"])
             hang_up(api, compose, trained["version"], timeout_s)
             time.sleep(2)
         classes = {m["version"]: set(m["labels"]) for m in (first, prev, trained)}

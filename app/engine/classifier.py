@@ -18,6 +18,7 @@ import torch
 from app.engine.backends import Backend, Runtime, create_backend
 from app.engine.preparing import EncodedJpeg, ImagePreparer, Item, Result
 from model import Checkpoint, EvalPreset, load_checkpoint
+from model.checkpoint import MAX_CHECKPOINT_BYTES
 
 log = logging.getLogger(__name__)
 __all__ = ["Classifier", "EncodedJpeg", "Item", "Prediction", "Result", "load_classifier", "top_k"]
@@ -127,9 +128,11 @@ def load_classifier(
     onnx_cache_dir: Path | None,
     cuda_graphs: bool = True,
     reduced_decode: bool = True,
+    max_model_bytes: int = MAX_CHECKPOINT_BYTES,
 ) -> Classifier:
-    """Load the checkpoint, build its backend and warm it up; slow (seconds), so run it off the loop."""
-    checkpoint = load_checkpoint(model_path)
+    """Load the checkpoint (at most ``max_model_bytes``), build its backend and warm it up; slow (seconds), so
+    run it off the loop."""
+    checkpoint = load_checkpoint(model_path, max_bytes=max_model_bytes)
     if not checkpoint.trained:
         log.warning(
             "SERVING AN UNTRAINED MODEL: %s has trained=false (source %s); its predictions are meaningless",

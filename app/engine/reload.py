@@ -5,13 +5,17 @@ The new model is read, validated (format, arch, labels, preprocessing: ``model.l
 keeps serving. Only then does it take new requests; requests already holding the old model finish on it,
 and the old model is freed once the last of them is answered, so at most two models are ever in memory.
 Anything that goes wrong before the swap leaves the old model serving and is reported in one line.
+
+A reload asked for over the network names its file, and that name is not trusted: it must resolve, symbolic
+links followed, to a file inside the model directory (``resolve_requested``); what is opened is then checked
+before it is read (``model.load_checkpoint``: a regular file, of a bounded size).
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -23,6 +27,7 @@ import torch
 from app.engine.classifier import load_classifier
 from app.engine.errors import InvalidModel
 from app.engine.loaded import LoadedModel
+from app.engine.threads import on_daemon_thread
 
 if TYPE_CHECKING:
     from app.engine.service import Service
@@ -58,6 +63,28 @@ class ReloadOutcome:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def public(self) -> dict[str, Any]:
+        """What anyone may read (``GET /model``): the file's name, not where it lives."""
+        shown = dict(self.to_dict())
+        name = shown.pop("path")
+        shown["file"] = os.path.basename(name)
+        if self.error is not None:
+            shown["error"] = self.error.replace(name, shown["file"])
+        return shown
+
+
+def resolve_requested(requested: str, model_dir: Path) -> Path:
+    """The file a reload request names (absolute, or relative to ``model_dir``), if it lies inside ``model_dir``
+    once every symbolic link is followed; else ``InvalidModel``, saying nothing of what lies outside."""
+    folder = Path(os.path.realpath(model_dir))
+    try:
+        target = Path(os.path.realpath(folder / requested))
+    except (ValueError, OSError):  # a NUL byte, a name too long
+        target = None
+    if target is None or target == folder or not target.is_relative_to(folder):
+        raise InvalidModel("the path must name a checkpoint file inside the model directory (SERVE_MODEL_DIR)")
+    return target
+
 
 async def swap_model(service: Service, path: Path) -> ReloadOutcome:
     """Load ``path`` beside the serving model and swap; raise ``InvalidModel`` (the old one still serving)."""
@@ -66,7 +93,8 @@ async def swap_model(service: Service, path: Path) -> ReloadOutcome:
     previous = ModelState.of(old)
     started, at = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        classifier = await asyncio.to_thread(load_classifier, path, service.runtime, **service.load_options())
+        options = service.load_options()
+        classifier = await on_daemon_thread("reload", lambda: load_classifier(path, service.runtime, **options))
     except Exception as exc:  # a bad file, or a backend that cannot build or warm it up
         failed = ReloadOutcome("failed", str(path), at, _ms_since(started), previous, previous, _one_line(exc))
         _record(service, failed, exc)

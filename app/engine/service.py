@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +25,8 @@ from app.engine.errors import InvalidModel, NotReady, Overloaded, ReloadInProgre
 from app.engine.loaded import LoadedModel
 from app.engine.metrics import Metrics
 from app.engine.preparing import decode_threads
-from app.engine.reload import ReloadOutcome, swap_model
+from app.engine.reload import ReloadOutcome, resolve_requested, swap_model
+from app.engine.threads import on_daemon_thread
 from app.engine.watch import file_identity, watch_file
 from model import CheckpointError
 
@@ -53,6 +53,7 @@ class Service:
         self._loading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._reloading: asyncio.Task[Any] | None = None
         self.last_reload: ReloadOutcome | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -90,13 +91,27 @@ class Service:
         finally:
             self.draining = True
             self._set_ready(False)
+            self._loading.cancel()  # a load still under way is of no use any more (and may never return)
             await asyncio.gather(self._loading, return_exceptions=True)
             if self._watching is not None:
                 self._watching.cancel()
-            async with self._reload_lock:  # a reload under way finishes (or fails) first
+            await self._end_reload()
+            async with self._reload_lock:
                 for model in list(self._models):
                     await self.retire(model)
             self.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _end_reload(self) -> None:
+        """Let a reload under way finish within the request timeout; past it, give up on it (its load thread
+        cannot keep the process from exiting) and keep serving nothing new."""
+        reloading = self._reloading
+        if reloading is None:
+            return
+        done, _ = await asyncio.wait([reloading], timeout=self.settings.request_timeout_s)
+        if not done:
+            log.warning("stopping: the reload under way did not finish in time and is abandoned")
+            reloading.cancel()
+            await asyncio.gather(reloading, return_exceptions=True)
 
     async def wait_loaded(self) -> None:
         """Return once loading has finished, whether it succeeded or not (see ``startup_error``)."""
@@ -113,13 +128,15 @@ class Service:
             "onnx_cache_dir": s.onnx_cache_dir,
             "cuda_graphs": s.cuda_graphs,
             "reduced_decode": s.reduced_decode,
+            "max_model_bytes": s.max_model_bytes,
         }
 
     async def _load(self) -> None:
         path = self.settings.model_path
         watched = file_identity(path)  # before reading it: a replacement while loading is seen as a change
         try:
-            classifier = await asyncio.to_thread(load_classifier, path, self.runtime, **self.load_options())
+            options = self.load_options()
+            classifier = await on_daemon_thread("load", lambda: load_classifier(path, self.runtime, **options))
         except Exception as exc:
             self.startup_error = exc
             expected = isinstance(exc, CheckpointError | ConfigError)
@@ -157,16 +174,25 @@ class Service:
         await model.retire()
         self._models.remove(model)
 
-    async def reload(self, path: Path | None = None) -> ReloadOutcome:
-        """Replace the serving model with the checkpoint at ``path`` (default: ``SERVE_MODEL_PATH``) without
-        dropping a request. Raises ``ReloadInProgress`` during another reload, ``NotReady`` before the first
-        model serves or while draining, ``InvalidModel`` (the old model still serving) when the new one fails."""
+    async def reload(self, requested: str | None = None) -> ReloadOutcome:
+        """Replace the serving model without dropping a request: with the checkpoint at ``SERVE_MODEL_PATH``, or
+        the file ``requested`` names inside the model directory (a name from the network: ``resolve_requested``).
+        Raises ``ReloadInProgress`` during another reload, ``NotReady`` before the first model serves or while
+        draining, ``InvalidModel`` (the old model still serving) for a path outside the directory or a model
+        that fails."""
         if self._reload_lock.locked():
             raise ReloadInProgress("a reload is in progress; try again once it has finished")
         if not self.ready:
             raise NotReady(self.not_ready_reason())
+        path = self.settings.model_path
+        if requested is not None:
+            path = resolve_requested(requested, self.settings.reload_dir)
         async with self._reload_lock:
-            return await swap_model(self, path or self.settings.model_path)
+            self._reloading = asyncio.current_task()
+            try:
+                return await swap_model(self, path)
+            finally:
+                self._reloading = None
 
     async def _reload_on_change(self) -> bool:
         """The watcher's reload; False when it must try again (another reload was running)."""

@@ -1,61 +1,64 @@
 """Admin endpoints: ``POST /admin/reload`` swaps the served model without downtime (docs/design.md §9).
 
-Who may call them: with ``SERVE_ADMIN_KEY`` set, a request bearing that key; else, with ``SERVE_API_KEY`` set,
-one bearing the API key; with neither, only clients on the loopback interface (anyone else: 403 ``forbidden``).
+Who may call them: a request bearing ``SERVE_ADMIN_KEY`` (else ``SERVE_API_KEY``) as ``Authorization: Bearer
+<key>``. With neither key set they answer 403 to everyone: the client's address proves nothing (a sidecar,
+a proxy or a browser on the same host all arrive from loopback), and SIGHUP or the file watcher reload
+without the network. The key is checked from the headers alone, before a byte of the body is read; the
+body is then bounded (``MAX_BODY_BYTES``), must be JSON (a browser's simple cross-site request cannot send
+that type) and must arrive within the request's deadline.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import asyncio
+import json
+import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.engine.errors import Forbidden, Unauthorized
+from app.engine.errors import Forbidden, InvalidParameter, RequestTimeout, Unauthorized, UnsupportedMediaType
 from app.engine.reload import ReloadOutcome
 from app.http.auth import bearer_matches
-from app.http.deps import ServiceDep
+from app.http.deps import ServiceDep, deadline_of
 from app.http.schemas import ErrorResponse
+from app.http.uploads import limit_body, media_type
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+MAX_BODY_BYTES = 64 * 1024  # a reload's body names one file
 
 # The process decides how a reload is carried out: in one server, ``Service.reload``; with several worker
-# processes, a rolling reload of each in turn (app/process/workers.py). Set on ``app.state.reload``.
-Reload = Callable[[Path | None], Awaitable[dict[str, Any]]]
+# processes, a rolling reload of each in turn (app/process/workers.py). Set on ``app.state.reload``; the
+# argument is the file the request named (untrusted: the service resolves it inside the model directory).
+Reload = Callable[[str | None], Awaitable[dict[str, Any]]]
 
 
-def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` (the client's address) is on the loopback interface."""
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-async def require_admin(
-    request: Request, service: ServiceDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
-    """The admin key, else the API key, else a loopback client (see the module's docstring)."""
+async def require_admin(service: ServiceDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """``Authorization: Bearer <SERVE_ADMIN_KEY>`` (else the API key); 403 when no key is configured."""
     settings = service.settings
     key = settings.admin_key or settings.api_key
-    if key is not None:
-        if not bearer_matches(authorization, key):
-            raise service.reject(Unauthorized("admin endpoints need the header `Authorization: Bearer <key>`"))
-        return
-    if not is_loopback(request.client.host if request.client else None):
+    if key is None:
         raise service.reject(
-            Forbidden("admin endpoints answer loopback clients only, unless SERVE_ADMIN_KEY or SERVE_API_KEY is set")
+            Forbidden("admin endpoints are off: set SERVE_ADMIN_KEY and send `Authorization: Bearer <key>`")
         )
+    if not bearer_matches(authorization, key):
+        raise service.reject(Unauthorized("admin endpoints need the header `Authorization: Bearer <key>`"))
 
 
 AdminAuthorized = Annotated[None, Depends(require_admin)]
 
 
 class ReloadRequest(BaseModel):
-    path: str | None = Field(default=None, description="the checkpoint to serve; default SERVE_MODEL_PATH")
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="the checkpoint to serve, inside the model directory (SERVE_MODEL_DIR; relative names are "
+        "taken from there); default SERVE_MODEL_PATH",
+    )
 
 
 class ModelStateOut(BaseModel):
@@ -78,23 +81,58 @@ class ReloadResponse(BaseModel):
     workers: list[WorkerReload] | None = Field(default=None, description="with SERVE_WORKERS > 1: each worker's")
 
 
+RELOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": ReloadRequest.model_json_schema()}},
+    }
+}
+
+
 @router.post(
     "/reload",
     response_model=ReloadResponse,
     response_model_exclude_none=True,
-    responses={status: {"model": ErrorResponse} for status in (401, 403, 409, 422, 503)},
+    responses={status: {"model": ErrorResponse} for status in (401, 403, 409, 413, 415, 422, 503, 504)},
+    openapi_extra=RELOAD_BODY,
 )
-async def reload(request: Request, _: AdminAuthorized, body: Annotated[ReloadRequest | None, Body()] = None) -> Any:
+async def reload(request: Request, service: ServiceDep, _: AdminAuthorized) -> Any:
     """Load a checkpoint beside the serving model, warm it, then swap; the old model keeps serving on failure."""
-    path = Path(body.path) if body is not None and body.path else None
+    body = await read_reload_request(request, deadline_of(request, service))
     do_reload: Reload = request.app.state.reload
-    return await do_reload(path)
+    return await do_reload(body.path)
 
 
-def in_process_reload(reload_model: Callable[[Path | None], Awaitable[ReloadOutcome]]) -> Reload:
+async def read_reload_request(request: Request, deadline: float) -> ReloadRequest:
+    """The optional JSON body, at most ``MAX_BODY_BYTES``, in by ``deadline``; no body means no path."""
+    kind = media_type(request)
+    if kind and kind != "application/json":
+        raise UnsupportedMediaType(f"send the reload's body as application/json, not {kind}")
+    try:
+        async with asyncio.timeout(deadline - time.monotonic()):
+            data = await limit_body(request, MAX_BODY_BYTES).body()
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive before the request's deadline") from None
+    if not data.strip():
+        return ReloadRequest()
+    if not kind:
+        raise UnsupportedMediaType("send the reload's body with Content-Type: application/json")
+    try:
+        return ReloadRequest.model_validate(json.loads(data))
+    except (ValueError, RecursionError) as exc:  # bad JSON (ValidationError is a ValueError too)
+        raise InvalidParameter(_body_problem(exc)) from None
+
+
+def _body_problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+    return 'the body must be a JSON object such as {"path": "model.safetensors"}'
+
+
+def in_process_reload(reload_model: Callable[[str | None], Awaitable[ReloadOutcome]]) -> Reload:
     """The ``Reload`` of a single server: the service's own, answered as ``ReloadResponse``."""
 
-    async def run(path: Path | None) -> dict[str, Any]:
+    async def run(path: str | None) -> dict[str, Any]:
         outcome = await reload_model(path)
         return {"previous": outcome.previous, "current": outcome.current, "took_ms": outcome.took_ms}
 

@@ -26,9 +26,25 @@ def request_id_from(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
-            if _CLIENT_ID.fullmatch(candidate):
+            if is_safe_request_id(candidate):
                 return candidate
+    return new_request_id()
+
+
+def is_safe_request_id(candidate: str) -> bool:
+    """Whether a client's request id may be logged as it is: 1 to 128 letters, digits and ``._:-``."""
+    return _CLIENT_ID.fullmatch(candidate) is not None
+
+
+def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"  # an identifier, not a secret: no need for os.urandom
+
+
+def escaped_excerpt(text: str, limit: int = 128) -> str:
+    """At most ``limit`` characters of ``text`` with every control and non-ASCII character escaped
+    (a newline becomes ``\\n``), so a client's string can never forge a log line or fill the log."""
+    excerpt = text[:limit].encode("unicode_escape").decode("ascii")
+    return excerpt + ("..." if len(text) > limit else "")
 
 
 def route_label(scope: Scope) -> str:

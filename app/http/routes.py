@@ -136,7 +136,7 @@ async def model_info(service: ServiceDep) -> ModelInfo:
         "max_queue_size": s.max_queue_size,
         "request_timeout_s": s.request_timeout_s,
     }
-    last_reload = service.last_reload.to_dict() if service.last_reload else None
+    last_reload = service.last_reload.public() if service.last_reload else None
     return ModelInfo.model_validate({**service.model.describe(), "batching": batching, "last_reload": last_reload})
 
 

@@ -103,5 +103,6 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any]
     batching: BatchingOut
     last_reload: dict[str, Any] | None = Field(
-        description="the last reload's outcome: result (ok, failed), path, at, took_ms, previous, current, error"
+        description="the last reload's outcome: result (ok, failed), file (its name), at, took_ms, previous, "
+        "current, error"
     )

@@ -40,15 +40,21 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message key=value ...``, traceback below."""
+    """``time LEVEL logger: message key=value ...``, traceback below. Control characters in the message and
+    the fields are escaped: a value a client chose (a path, an id) must not start a log line of its own."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{key}={value}" for key, value in _extras(record).items())
-        line = super().formatMessage(record)
+        fields = " ".join(f"{key}={_printable(value)}" for key, value in _extras(record).items())
+        line = _printable(super().formatMessage(record))
         return f"{line} {fields}" if fields else line
+
+
+def _printable(value: object) -> str:
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def configure_logging(level: str, fmt: str) -> None:

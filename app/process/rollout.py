@@ -20,7 +20,6 @@ import time
 from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, cast
 
 from app.engine.errors import InvalidModel, NotReady, ReloadInProgress, ServiceError
@@ -77,13 +76,13 @@ class WorkerControl:
         self._loop = loop
         threading.Thread(target=self._listen, name="control", daemon=True).start()
 
-    async def rollout(self, path: Path | None) -> Answer:
+    async def rollout(self, path: str | None) -> Answer:
         """Ask the supervisor to reload every worker; its answer, or the error that stopped it raised."""
         assert self._loop is not None
         if self._pending is not None and not self._pending.done():
             raise ReloadInProgress("a reload is in progress; try again once it has finished")
         self._pending = self._loop.create_future()
-        self._send(("rollout", None if path is None else str(path), time.monotonic()))
+        self._send(("rollout", path, time.monotonic()))
         return raise_for(await self._pending)
 
     def _listen(self) -> None:
@@ -99,8 +98,7 @@ class WorkerControl:
 
     def _reload(self, path: str | None) -> Answer:
         assert self._loop is not None
-        target = None if path is None else Path(path)
-        reloading = asyncio.run_coroutine_threadsafe(self._service.reload(target), self._loop)
+        reloading = asyncio.run_coroutine_threadsafe(self._service.reload(path), self._loop)
         try:
             return reloading.result().to_dict()
         except ServiceError as exc:
@@ -127,8 +125,9 @@ class Roller:
         while the last rollout ran: it is answered 409, as a second reload in one server is."""
         return self._started <= sent_at <= self._finished
 
-    def roll(self, path: Path, workers: list[tuple[int, Connection]]) -> Answer:
-        """Reload each of ``workers`` (pid, control pipe) with ``path``, in order, stopping at the first failure."""
+    def roll(self, path: str | None, workers: list[tuple[int, Connection]]) -> Answer:
+        """Reload each of ``workers`` (pid, control pipe) with ``path``, in order, stopping at the first failure;
+        the answer's ``path`` is the file they loaded."""
         self._started = time.monotonic()
         first: Answer | None = None
         last: Answer | None = None
@@ -150,13 +149,19 @@ class Roller:
             code, message = (failed["code"], failed["error"]) if failed else ("invalid_model", "no worker to reload")
             return {"error": {"code": code, "message": message}, "workers": results}
         took_ms = round(1000 * (self._finished - self._started), 1)
-        return {"previous": first["previous"], "current": last["current"], "took_ms": took_ms, "workers": results}
+        return {
+            "previous": first["previous"],
+            "current": last["current"],
+            "took_ms": took_ms,
+            "workers": results,
+            "path": last["path"],
+        }
 
     @staticmethod
-    def _ask(conn: Connection, path: Path) -> Answer:
+    def _ask(conn: Connection, path: str | None) -> Answer:
         busy = error_answer(ReloadInProgress("a reload is in progress; try again once it has finished"))
         try:
-            conn.send(("reload", str(path)))
+            conn.send(("reload", path))
             while True:
                 message = conn.recv()
                 if message[0] == "reloaded":

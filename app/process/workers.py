@@ -157,21 +157,22 @@ class _Supervisor:
         if self._roller.overlaps(sent_at):
             answer = error_answer(ReloadInProgress("a reload is in progress; try again once it has finished"))
         else:
-            answer = self._rollout(None if path is None else Path(path))
+            answer = self._rollout(path)
         with contextlib.suppress(OSError):
             conn.send(("rolled", answer))
 
-    def _rollout(self, path: Path | None) -> dict[str, object]:
-        """Reload every live worker in turn; new workers then start on the new model."""
-        target = path or self._model_path
+    def _rollout(self, requested: str | None) -> dict[str, object]:
+        """Reload every live worker in turn (each resolves ``requested`` itself: a name from the network, or
+        None for SERVE_MODEL_PATH); new workers then start on the new model."""
+        shown = requested or str(self._model_path)
         workers = [(p.pid or 0, self._links[s]) for s, p in sorted(self._workers.items()) if p.is_alive()]
-        answer = self._roller.roll(target, workers)
+        answer = self._roller.roll(requested, workers)
         if answer.get("error"):
-            log.error("rolling reload of %s stopped: %s", target, answer["error"]["message"])
+            log.error("rolling reload of %s stopped: %s", shown, answer["error"]["message"])
         else:
-            # A replacement worker starts on the model the others now serve.
-            self._settings = self._settings.model_copy(update={"model_path": target})
-            log.info("rolling reload of %s done on %d workers", target, len(workers))
+            # A replacement worker starts on the model the others now serve (the file they resolved).
+            self._settings = self._settings.model_copy(update={"model_path": Path(answer.pop("path"))})
+            log.info("rolling reload of %s done on %d workers", shown, len(workers))
         return answer
 
     def _watch_model(self) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from app.v2.jsonparse import parse_bounded
 from app.v2.tensors import (
     BYTES,
     OUTPUT,
@@ -33,6 +35,7 @@ from app.v2.tensors import (
 )
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+_BYTE_COUNT = re.compile(r"[0-9]{1,15}")
 JSON_TYPE, BINARY_TYPE = "application/json", "application/octet-stream"
 
 
@@ -41,7 +44,7 @@ def decode_infer_request(
 ) -> InferRequest:
     """A REST infer body (and its ``Inference-Header-Content-Length``, if sent) -> ``InferRequest``."""
     split = _json_size(header_length, len(body))
-    document = _object(_parse_json(body[:split]), "the request")
+    document = _object(parse_bounded(body[:split], _max_values(model, max_batch_size)), "the request")
     view = memoryview(body)[split:]
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
@@ -86,18 +89,17 @@ def encode_infer_response(
 def _json_size(header_length: str | None, body_size: int) -> int:
     if header_length is None:
         return body_size
-    if not header_length.strip().isdigit() or int(header_length) > body_size:
-        raise InvalidRequest(
-            f"{HEADER_LENGTH} must be a byte count within the body's {body_size} bytes, got {header_length!r}"
-        )
+    # ASCII digits only and a bounded count of them: int() takes other scripts' digits and refuses 4,301.
+    if not _BYTE_COUNT.fullmatch(header_length.strip()) or int(header_length) > body_size:
+        shown = ascii(header_length[:40])
+        raise InvalidRequest(f"{HEADER_LENGTH} must be a byte count within the body's {body_size} bytes, got {shown}")
     return int(header_length)
 
 
-def _parse_json(data: bytes) -> object:
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"the request's JSON cannot be read: {exc}") from None
+def _max_values(model: ServedModel, max_batch_size: int) -> int:
+    """The most JSON values a request can need: a full batch of FP32 input written nested, and some to spare."""
+    crop = model.crop_size
+    return max_batch_size * (3 * crop * crop + 3 * crop + 4) + 4096
 
 
 def _object(value: object, what: str) -> dict[str, Any]:
@@ -132,7 +134,7 @@ def _binary_batch(header: TensorHeader, raw: memoryview) -> list[bytes] | torch.
 def _json_batch(header: TensorHeader, data: object) -> list[bytes] | torch.Tensor:
     if data is None:
         raise InvalidRequest(f'input "{header.name}" has neither "data" nor a "binary_data_size" parameter')
-    values = _flatten(data)
+    values = _flatten(header, data)
     if header.datatype != BYTES:
         return tensor_from_values(header, values)
     if not all(isinstance(v, str) for v in values):
@@ -143,13 +145,17 @@ def _json_batch(header: TensorHeader, data: object) -> list[bytes] | torch.Tenso
         raise InvalidRequest(f'input "{header.name}": an element is not valid base64') from None
 
 
-def _flatten(data: object) -> list[Any]:
-    """The protocol allows ``data`` flat or nested as the shape; either way the elements are row-major."""
-    if not isinstance(data, list):
-        return [data]
-    if not any(isinstance(item, list) for item in data):
-        return data
-    return [value for item in data for value in _flatten(item)]
+def _flatten(header: TensorHeader, data: object) -> list[Any]:
+    """The protocol allows ``data`` flat or nested as the shape; either way the elements are row-major.
+    Nested deeper than the shape has axes is refused."""
+    level = data if isinstance(data, list) else [data]
+    for _ in header.shape:
+        if not any(isinstance(item, list) for item in level):
+            return level
+        level = [value for item in level for value in (item if isinstance(item, list) else [item])]
+    if any(isinstance(item, list) for item in level):
+        raise InvalidRequest(f'input "{header.name}": "data" is nested deeper than its shape {list(header.shape)}')
+    return level
 
 
 def _request_id(document: Mapping[str, Any]) -> str:

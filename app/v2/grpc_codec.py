@@ -8,8 +8,13 @@ typed ``contents`` (``bytes_contents``, ``fp32_contents``), never both. Outputs 
 
 from __future__ import annotations
 
-from google.protobuf import json_format
+from collections.abc import Sequence
+from typing import TypeVar
 
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
+from app.v2.grpc_wire import check_infer_message
 from app.v2.proto import grpc_predict_v2_pb2 as pb
 from app.v2.tensors import (
     BYTES,
@@ -20,12 +25,23 @@ from app.v2.tensors import (
     RequestedOutput,
     ServedModel,
     TensorHeader,
-    check_count,
     check_input,
     split_elements,
     tensor_from_raw,
     tensor_from_values,
 )
+
+T = TypeVar("T")
+
+
+def parse_model_infer(data: bytes, model: ServedModel, max_batch_size: int) -> pb.ModelInferRequest:
+    """A serialized ``ModelInferRequest``, its structure bounded first (app/v2/grpc_wire.py), then parsed."""
+    crop = model.crop_size
+    check_infer_message(data, max_images=max_batch_size, max_values=max_batch_size * 3 * crop * crop)
+    try:
+        return pb.ModelInferRequest.FromString(data)
+    except DecodeError:
+        raise InvalidRequest("the request is not a valid ModelInferRequest") from None
 
 
 def decode_model_infer(request: pb.ModelInferRequest, model: ServedModel, max_batch_size: int) -> InferRequest:
@@ -43,10 +59,10 @@ def decode_model_infer(request: pb.ModelInferRequest, model: ServedModel, max_ba
                 "input's contents, not both"
             )
         batch = split_elements(header, raw[0]) if header.datatype == BYTES else tensor_from_raw(header, raw[0])
-    elif header.datatype == BYTES:
-        batch = check_count(header, list(spec.contents.bytes_contents))
+    elif header.datatype == BYTES:  # the counts first: a list of millions of elements costs before it is checked
+        batch = list(_counted(header, spec.contents.bytes_contents))
     else:
-        batch = tensor_from_values(header, list(spec.contents.fp32_contents))
+        batch = tensor_from_values(header, _counted(header, spec.contents.fp32_contents))
     return InferRequest(request.id, batch, _requested_output(request))
 
 
@@ -68,6 +84,16 @@ def model_metadata_response(metadata: dict[str, object]) -> pb.ModelMetadataResp
 def server_metadata_response(metadata: dict[str, object]) -> pb.ServerMetadataResponse:
     """``ServerMetadataResponse`` from the dict REST answers (app/v2/tensors.py ``server_metadata``)."""
     return json_format.ParseDict(metadata, pb.ServerMetadataResponse())
+
+
+def _counted(header: TensorHeader, contents: Sequence[T]) -> Sequence[T]:
+    """``contents``, once it holds as many elements as ``header``'s shape says (its length costs nothing)."""
+    if len(contents) != header.count():
+        raise InvalidRequest(
+            f'input "{header.name}" holds {len(contents)} elements but its shape {list(header.shape)} says '
+            f"{header.count()}"
+        )
+    return contents
 
 
 def _requested_output(request: pb.ModelInferRequest) -> RequestedOutput:

@@ -6,32 +6,46 @@ or the client's own deadline when sooner), drain (new calls get UNAVAILABLE whil
 the API key (metadata ``authorization: Bearer <key>``), and the request metrics and access log line under
 route ``grpc``, with the HTTP status the same error would have. Messages over ``SERVE_MAX_UPLOAD_BYTES``
 are refused by gRPC itself (RESOURCE_EXHAUSTED) before they reach the servicer.
+
+``ModelInfer`` is registered as a call whose message the servicer reads itself (the wire is the same as a
+unary call's, so every client sees a unary method): the caller's key and the service's admission are
+checked from the call's metadata before a byte of the message is read, so a refused caller costs no memory;
+the message is then read within the deadline and its structure bounded before it is parsed
+(app/v2/grpc_codec.py). ``SERVE_GRPC_MAX_CONCURRENT_RPCS`` bounds the calls served at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from app.engine.errors import ServiceError, Unauthorized
 from app.engine.service import Service
 from app.http.auth import bearer_matches
-from app.v2.grpc_codec import decode_model_infer, encode_model_infer, model_metadata_response, server_metadata_response
-from app.v2.infer import SERVER_NAME, Inferred, infer, server_version, target_model, timing_ms
+from app.http.middleware import escaped_excerpt, is_safe_request_id, new_request_id
+from app.v2.grpc_codec import (
+    decode_model_infer,
+    encode_model_infer,
+    model_metadata_response,
+    parse_model_infer,
+    server_metadata_response,
+)
+from app.v2.infer import SERVER_NAME, Inferred, infer, server_version, serving_model, target_model, timing_ms
 from app.v2.proto import grpc_predict_v2_pb2 as pb
 from app.v2.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from app.v2.tensors import model_metadata, server_metadata
+from app.v2.tensors import InvalidRequest, model_metadata, resolve_model, server_metadata
 
 log = logging.getLogger("app.v2")
 access_log = logging.getLogger("app.access")
 ROUTE = "grpc"
+SERVICE_NAME = "inference.GRPCInferenceService"
 T = TypeVar("T")
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -97,31 +111,31 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return model_metadata_response(model_metadata(model))
 
     async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+        self, messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        """Classify a batch, through the same service as ``/predict``."""
+        """Classify a batch, through the same service as ``/predict`` (the message: one ``ModelInferRequest``)."""
         started, clock = time.monotonic(), time.perf_counter()
-        request_id = request.id or f"{random.getrandbits(128):032x}"  # as the HTTP side names requests
+        named = _Named()
         try:
-            inferred = await self._infer(request, context, started)
+            inferred = await self._infer(messages, context, started, named)
         except asyncio.CancelledError:  # the client cancelled or went away: its queued images were dropped
             self.service.metrics.rejections.labels(reason="disconnected").inc()
-            self._record(request_id, 499, clock, None)
+            self._record(named, 499, clock, None)
             raise
         except ServiceError as exc:
             error = exc
         except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id, "route": ROUTE})
+            log.exception("unhandled error", extra={"request_id": named.log_id, "route": ROUTE})
             error = _InternalError("internal server error")
         else:
-            self._record(request_id, 200, clock, timing_ms(inferred.answers, started))
-            return encode_model_infer(inferred.model.name, inferred.model.version, request_id, inferred.output)
-        self._record(request_id, error.status, clock, None)
+            self._record(named, 200, clock, timing_ms(inferred.answers, started))
+            return encode_model_infer(inferred.model.name, inferred.model.version, named.answer_id, inferred.output)
+        self._record(named, error.status, clock, None)
         await _abort(context, error)
         raise AssertionError("unreachable: abort raises")
 
     async def _infer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, started: float
+        self, messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext, started: float, named: _Named
     ) -> Inferred:
         service = self.service
         settings = service.settings
@@ -132,8 +146,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:  # the client's own deadline, when sooner
             deadline = min(deadline, time.monotonic() + remaining)
-        async with service.admit(deadline) as call:  # first: it counts a not-ready refusal
-            model = target_model(service, request.model_name, request.model_version)
+        async with service.admit(deadline) as call:  # before the message is read, as /predict admits
+            data = await call.receive(_one_message(messages))
+            model = serving_model(service)
+            request = parse_model_infer(data, model, settings.max_batch_size)
+            named.take(request.id)
+            resolve_model(model, request.model_name, request.model_version)
             decoded = decode_model_infer(request, model, settings.max_batch_size)
             return await infer(call, decoded)
 
@@ -144,14 +162,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await _abort(context, exc)
             raise AssertionError("unreachable: abort raises") from None
 
-    def _record(self, request_id: str, status: int, clock: float, timing: dict[str, float] | None) -> None:
+    def _record(self, named: _Named, status: int, clock: float, timing: dict[str, float] | None) -> None:
         """The request metrics and access log line of one ``ModelInfer``, as the HTTP middleware writes them."""
         elapsed = time.perf_counter() - clock
         metrics = self.service.metrics
         metrics.requests.labels(route=ROUTE, code=str(status)).inc()
         metrics.request_duration.labels(route=ROUTE).observe(elapsed)
         fields: dict[str, object] = {
-            "request_id": request_id,
+            "request_id": named.log_id,
             "method": "ModelInfer",
             "route": ROUTE,
             "status": status,
@@ -159,7 +177,34 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         }
         if timing is not None:
             fields["timing_ms"] = timing
+        if named.unsafe_id is not None:
+            fields["client_request_id"] = named.unsafe_id
         access_log.info("grpc ModelInfer %d", status, extra=fields)
+
+
+class _Named:
+    """A call's request id: the one its answer echoes (the client's ``id``, as the protocol says) and the one
+    its log line carries, which is the client's only when it is a sane token, as HTTP's ``X-Request-ID``;
+    else a fresh one, with the client's shown escaped and cut short (``unsafe_id``)."""
+
+    def __init__(self) -> None:
+        self.log_id = self.answer_id = new_request_id()
+        self.unsafe_id: str | None = None
+
+    def take(self, client_id: str) -> None:
+        if not client_id:
+            return
+        self.answer_id = client_id
+        if is_safe_request_id(client_id):
+            self.log_id = client_id
+        else:
+            self.unsafe_id = escaped_excerpt(client_id)
+
+
+async def _one_message(messages: AsyncIterator[bytes]) -> bytes:
+    async for message in messages:
+        return message
+    raise InvalidRequest("the call carried no ModelInferRequest")
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None:
@@ -187,6 +232,33 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
+def _handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """The protocol's six methods; ``ModelInfer`` reads its own message (see the module's docstring)."""
+    unary: dict[str, type[Message]] = {
+        "ServerLive": pb.ServerLiveRequest,
+        "ServerReady": pb.ServerReadyRequest,
+        "ModelReady": pb.ModelReadyRequest,
+        "ServerMetadata": pb.ServerMetadataRequest,
+        "ModelMetadata": pb.ModelMetadataRequest,
+    }
+    methods = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=kind.FromString,
+            response_serializer=_serialize,
+        )
+        for name, kind in unary.items()
+    }
+    methods["ModelInfer"] = grpc.stream_unary_rpc_method_handler(
+        servicer.ModelInfer, request_deserializer=None, response_serializer=_serialize
+    )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
 async def start_grpc_server(service: Service, host: str, port: int) -> GrpcServer:
     """Serve the protocol for ``service`` on ``host:port`` (``port`` 0: any free port), on the running loop."""
     settings = service.settings
@@ -195,8 +267,8 @@ async def start_grpc_server(service: Service, host: str, port: int) -> GrpcServe
         # Several workers share the port, as they share the HTTP one; a lone server must not join a stale one.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
-    server = grpc.aio.server(options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs)
+    server.add_generic_rpc_handlers((_handlers(InferenceServicer(service)),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     if not bound:

@@ -38,10 +38,16 @@ def server_version() -> str:
 def target_model(service: Service, name: str, version: str) -> LoadedModel:
     """The serving model, if ``name`` (and ``version``, when given) is it: else ``ModelNotFound``, and
     ``NotReady`` while no model is loaded."""
+    model = serving_model(service)
+    resolve_model(model, name, version)
+    return model
+
+
+def serving_model(service: Service) -> LoadedModel:
+    """The serving model, whatever its name; ``NotReady`` while no model is loaded."""
     model = service.model
     if model is None:
         raise NotReady(service.not_ready_reason())
-    resolve_model(model, name, version)
     return model
 
 

@@ -38,3 +38,10 @@ def test_json_lines_carry_the_extra_fields_and_the_traceback() -> None:
 def test_text_lines_are_for_people() -> None:
     line = TextFormatter().format(make_record())
     assert "INFO app.access: POST /predict 200 request_id=abc status=200" in line
+
+
+def test_text_lines_escape_what_a_client_could_use_to_forge_a_line() -> None:
+    record = make_record()
+    record.request_id = "ok\n2026-01-01 INFO app.access: forged status=200"
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "request_id=ok\\n2026" in line

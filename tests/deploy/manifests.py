@@ -99,5 +99,5 @@ def config_env(docs: list[Doc], container: Doc) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env |= one(docs, "ConfigMap", source["configMapRef"]["name"])["data"]
-    env |= {item["name"]: item["value"] for item in container.get("env", [])}
+    env |= {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
     return env

@@ -96,3 +96,16 @@ def test_the_ports_are_the_ones_the_service_listens_on(rendered: dict[str, list[
     for service in find(docs, "Service"):
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in settings, f"{overlay}: Service port {port['name']} targets no named port"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_admin_key_comes_from_an_optional_secret_never_a_value(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    container = api_pod(docs).spec["containers"][0]
+    assert "SERVE_ADMIN_KEY" not in config_env(docs, container), f"{overlay}: a key in plain configuration"
+    (entry,) = [item for item in container.get("env", []) if item["name"] == "SERVE_ADMIN_KEY"]
+    reference = entry["valueFrom"]["secretKeyRef"]
+    # Optional: without the Secret the pod still starts, and every admin call over HTTP answers 403.
+    assert reference == {"name": "resnet50-admin", "key": "admin-key", "optional": True}, overlay

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -136,3 +137,16 @@ def test_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tiny_checkpo
     path.write_bytes(struct.pack("<Q", padded) + header.ljust(padded) + data[8 + n :])
     assert path.read_bytes()[:1] == b"\x80"
     assert load_checkpoint(path).labels == TINY_LABELS
+
+
+def test_a_fifo_a_device_or_a_file_over_the_limit_is_refused_unread(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match=r"fifo.safetensors: is not a regular file \(a FIFO\)"):
+        load_checkpoint(fifo)
+    with pytest.raises(CheckpointError, match="/dev/zero: is not a regular file"):
+        load_checkpoint("/dev/zero")
+    size = tiny_checkpoint.stat().st_size
+    with pytest.raises(CheckpointError, match=f"is {size} bytes, over the limit of {size - 1}"):
+        load_checkpoint(tiny_checkpoint, max_bytes=size - 1)
+    assert load_checkpoint(tiny_checkpoint, max_bytes=size).num_classes > 0

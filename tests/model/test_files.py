@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from model import files
-from model.files import atomic_write, keep_copy, leftover_temp_files, write_text_atomic
+from model.files import (
+    UnreadableFile,
+    atomic_write,
+    keep_copy,
+    leftover_temp_files,
+    read_regular_file,
+    write_text_atomic,
+)
 
 
 def test_the_file_is_replaced_whole_and_readable_by_other_users(tmp_path: Path) -> None:
@@ -110,3 +117,26 @@ def test_the_umask_does_not_decide_the_mode(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o644
+
+
+def test_only_a_regular_file_within_the_limit_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x" * 100)
+    assert read_regular_file(path, max_bytes=100) == b"x" * 100
+    with pytest.raises(UnreadableFile, match="is 100 bytes, over the limit of 99"):
+        read_regular_file(path, max_bytes=99)
+    with pytest.raises(UnreadableFile, match="a directory"):
+        read_regular_file(tmp_path, max_bytes=100)
+    with pytest.raises(UnreadableFile, match="a character device"):
+        read_regular_file("/dev/zero", max_bytes=1 << 30)
+    with pytest.raises(FileNotFoundError):
+        read_regular_file(tmp_path / "missing", max_bytes=100)
+
+
+def test_a_fifo_is_refused_at_once_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(UnreadableFile, match="a FIFO"):
+        read_regular_file(fifo, max_bytes=1 << 30)  # a blocking open would wait here forever
+    with pytest.raises(OSError):  # and nobody holds it open for reading afterwards
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))

@@ -149,6 +149,12 @@ IMAGE = {"name": "image", "datatype": "BYTES", "shape": [1]}
         (b'{"inputs": []}abc', "5", "the request's JSON cannot be read"),
         (b"{}", "99", r"within the body's 2 bytes, got '99'"),
         (b"{}", "-1", "got '-1'"),
+        (b"{}", "\xb2", r"got '\\xb2'"),  # a digit to str.isdigit, not to int()
+        (b"{}", "9" * 5000, "got '9999"),  # past int()'s digit limit
+        (b'{"inputs": ' + b"9" * 5000 + b"}", None, "the request's JSON cannot be read"),
+        (b'{"inputs": ' + b"[" * 3000 + b"]" * 3000 + b"}", None, "nested too deeply"),
+        (json.dumps({"inputs": [{**IMAGE, "data": [[["YQ=="]]]}]}).encode(), None, "nested deeper than its shape"),
+        (b'{"inputs": [' + b"[]," * 1_000_000 + b"[]]}", None, "needs at most"),
     ],
 )
 def test_malformed_requests_are_a_clear_400(model: ModelShape, body: bytes, length: str | None, message: str) -> None:

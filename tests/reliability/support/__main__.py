@@ -1,5 +1,6 @@
-"""The reliability suite: bad input and fuzzing, overload, disconnects, graceful shutdown, soak, faults,
-training faults and access, each against real servers on loopback.
+"""The reliability suite: bad input and fuzzing, the doors beside /predict (admin reload, the Open Inference
+Protocol), overload, disconnects, graceful shutdown, soak, faults, training faults and access, each against real
+servers on loopback.
 
     python -m tests.reliability.support --full   # ~16 min on 2 cores; writes docs/reliability.md's figures
     python -m tests.reliability.support          # the CI-sized run (a few minutes); prints, leaves the docs alone
@@ -25,7 +26,7 @@ from typing import Any
 from tests.reliability.support import report, suite
 
 REPO = Path(__file__).resolve().parents[3]
-SECTIONS = ("bad_input", "overload", "disconnects", "shutdown", "soak", "faults", "training", "static")
+SECTIONS = ("bad_input", "doors", "overload", "disconnects", "shutdown", "soak", "faults", "training", "static")
 
 
 def run(profile: suite.Profile, work: suite.Workspace, only: set[str]) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def run(profile: suite.Profile, work: suite.Workspace, only: set[str]) -> dict[s
     if only & {"overload", "shutdown", "soak"}:
         capacity = timed("overload", suite.section_overload, profile, work)["capacity_rps"]
     independent = {
+        "doors": suite.section_doors,
         "disconnects": suite.section_disconnects,
         "faults": suite.section_faults,
         "training": suite.section_training,

@@ -40,7 +40,7 @@ class FuzzReport:
         self.slowest_ms = max(self.slowest_ms, (time.perf_counter() - started) * 1000)
 
 
-def _settings(examples: int) -> settings:
+def fuzz_settings(examples: int) -> settings:
     return settings(
         max_examples=examples,
         deadline=None,
@@ -76,7 +76,7 @@ def fuzz_decode(prepare: Callable[[bytes], object], crop: int, examples: int, se
     report = FuzzReport("decode path")
 
     @seed(seed_value)
-    @_settings(examples)
+    @fuzz_settings(examples)
     @given(hostile_images())
     def case(data: bytes) -> None:
         started = time.perf_counter()
@@ -108,7 +108,7 @@ def fuzz_http(url: str, examples: int, seed_value: int, auth: Sequence[tuple[str
     report = FuzzReport("HTTP layer")
 
     @seed(seed_value)
-    @_settings(examples)
+    @fuzz_settings(examples)
     @given(http_requests(auth))
     def case(request: RawRequest) -> None:
         started = time.perf_counter()

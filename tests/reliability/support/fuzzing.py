@@ -18,7 +18,7 @@ from tests.reliability.support.rawhttp import RawRequest, multipart
 Mutation = tuple[str, float, int, bytes]
 
 
-def _mutate(data: bytes, mutation: Mutation) -> bytes:
+def mutate(data: bytes, mutation: Mutation) -> bytes:
     kind, where, amount, blob = mutation
     at = int(where * len(data))
     if kind == "flip" and at < len(data):
@@ -52,7 +52,7 @@ def mutated_images() -> st.SearchStrategy[bytes]:
     def apply(seed: str, changes: list[Mutation]) -> bytes:
         data = seeds[seed]
         for change in changes:
-            data = _mutate(data, change)
+            data = mutate(data, change)
         return data
 
     return st.builds(apply, st.sampled_from(sorted(seeds)), st.lists(mutations(), max_size=8))

@@ -51,6 +51,40 @@ def bad_input(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def doors(r: dict[str, Any]) -> list[str]:
+    rows = ["| probe | answer | time | server memory | slowest /health/live meanwhile |", "|---|---|---|---|---|"]
+    for p in r["probes"]:
+        health = "" if p["health_worst_ms"] is None else f"{p['health_worst_ms']:.0f} ms"
+        rows.append(
+            f"| {p['name']} | {p['status']} | {p['seconds'] * 1000:.0f} ms | {p['rss_growth_mib']:+.0f} MiB "
+            f"| {health} |"
+        )
+    fuzz = r["fuzz"]
+    ids = [
+        f"`{line['request_id']}` (the client's, escaped: {len(str(line['client_request_id']))} characters)"
+        for line in r["logged_ids"]
+    ]
+    return [
+        *rows,
+        "",
+        f"After the reload probes: the FIFO held open by nobody: {_yes(r['fifo_closed'])}; SIGTERM: exit "
+        f"{r['exit_code']} in {r['exit_s']:.1f} s. gRPC ids with a newline and of 5 MB logged as {' and '.join(ids)}.",
+        "",
+        "| fuzzing (Hypothesis, real server) | cases | answers | failures | slowest case |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {f['target']} | {f['cases']} | {_counts(f['outcomes'])} | {f['failure'] or 'none'} | "
+            f"{f['slowest_ms']:.0f} ms |"
+            for f in (fuzz["rest"], fuzz["grpc"])
+        ),
+        "",
+        f"`/health/live` meanwhile: {fuzz['health_samples']} answers, the slowest "
+        f"**{fuzz['health_worst_ms']:.0f} ms**; "
+        f"the same request answered identically before and after: {_yes(fuzz['same_answer_after'])}; ready after: "
+        f"{_yes(fuzz['ready_after'])}; tracebacks logged: {len(r['tracebacks'])}.",
+    ]
+
+
 def overload(r: dict[str, Any]) -> list[str]:
     recovered = r["recovered_after_s"]
     others = {k: v for k, v in r["answers"].items() if k not in ("200 ok", "503 overloaded")}
@@ -188,6 +222,7 @@ def access(r: dict[str, Any], auth: list[Any]) -> list[str]:
 
 SECTIONS: list[tuple[str, str, Callable[..., list[str]]]] = [
     ("Bad input", "bad_input", bad_input),
+    ("The doors: admin reload and the Open Inference Protocol", "doors", doors),
     ("Overload", "overload", overload),
     ("Deadlines and disconnects", "disconnects", disconnects),
     ("Graceful shutdown under load", "shutdown", shutdown),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,14 @@ import torch
 from app.config import Settings
 from benchmarks.images import benchmark_jpegs
 from model import Preprocessing, build_model, save_checkpoint
-from tests.reliability.support import access, badinput, faults, model_faults, training_faults
+from tests.reliability.support import access, badinput, doors, faults, model_faults, oip_probes, training_faults
 from tests.reliability.support.disconnects import run_disconnects
 from tests.reliability.support.overload import run_overload
 from tests.reliability.support.pickle_guard import unpickling_calls
-from tests.reliability.support.service import Service
+from tests.reliability.support.service import Service, free_port
 from tests.reliability.support.shutdown import run_shutdown
 from tests.reliability.support.soak import run_soak
+from tests.reliability.support.v2fuzz import run_v2_fuzzing
 
 REPO = Path(__file__).resolve().parents[3]
 API_KEY = "reliability-suite-key"
@@ -57,15 +59,16 @@ class Profile:
     forward_requests: int
     weight_faults: tuple[str, ...] | None  # None: every one
     kill_points: tuple[int, ...]  # bytes of last.ckpt written when SIGKILL lands
+    v2_fuzz_examples: int  # over REST, and as many over gRPC
 
 
-QUICK = Profile(300, 300, 8.0, 3, 5, 5, 3.0, 45.0, 15.0, 60, DEFAULT_WEIGHT_FAULTS, (32 << 20,))
-FULL = Profile(10_000, 3_000, 30.0, 20, 50, 40, 5.0, 600.0, 60.0, 300, None, (1 << 20, 64 << 20, 160 << 20))
+QUICK = Profile(300, 300, 8.0, 3, 5, 5, 3.0, 45.0, 15.0, 60, DEFAULT_WEIGHT_FAULTS, (32 << 20,), 300)
+FULL = Profile(10_000, 3_000, 30.0, 20, 50, 40, 5.0, 600.0, 60.0, 300, None, (1 << 20, 64 << 20, 160 << 20), 2_500)
 
 
-def write_serving_checkpoint(path: Path) -> Path:
+def write_serving_checkpoint(path: Path, seed: int = 0) -> Path:
     """A 3-class ResNet-50 with the default 224-pixel preprocessing: the real network's real cost."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = build_model(3).state_dict()
     save_checkpoint(path, net, labels=["a", "b", "c"], preprocessing=Preprocessing(), trained=True, source="test")
     return path
@@ -109,6 +112,43 @@ def section_bad_input_and_access(profile: Profile, work: Workspace) -> dict[str,
         answered = sum(bad.http.outcomes.values()) + len(bad.corpus) + len(auth)
         unpickled = unpickling_calls(report)
     return {"bad_input": bad, "auth": auth, "requests_under_guard": answered, "unpickled_while_serving": unpickled}
+
+
+def section_doors(profile: Profile, work: Workspace) -> dict[str, Any]:
+    """The admin reload and the Open Inference Protocol attacked (tests/reliability/test_doors.py, at size)."""
+    folder = doors.ModelFolder.build(work.root / "doors", work.checkpoint, write_serving_checkpoint(work.root / "b", 1))
+    port = free_port()
+    env = {**folder.env(), "SERVE_GRPC_PORT": str(port)}
+    with work.start("doors", **env) as server:
+        grpc_target = f"127.0.0.1:{port}"
+        probes = [doors.big_body_with_wrong_key(server), *doors.keyed_admin_probes(server)]
+        probes += oip_probes.rest_probes(server, CROP) + oip_probes.grpc_probes(server, grpc_target)
+        probes.append(oip_probes.wrong_key_flood(server, grpc_target))
+        ids = oip_probes.logged_ids(server, grpc_target, benchmark_jpegs()[0])
+        fuzz = run_v2_fuzzing(
+            server.url, grpc_target, crop=CROP, examples=(profile.v2_fuzz_examples,) * 2, auth=doors.AUTH
+        )
+        tracebacks = server.tracebacks()
+    with work.start("doors-keyless", SERVE_MODEL_PATH=str(folder.served), SERVE_GRPC_PORT="0") as server:
+        probes += doors.keyless_admin_probes(server)
+    with work.start("doors-reload", **folder.env()) as server:
+        probes += doors.reload_path_probes(server, folder)
+        fifo_closed = doors.fifo_has_no_reader(folder.fifo)
+        sent = server.terminate()
+        exit_code, exit_s = server.process.wait(timeout=REQUEST_TIMEOUT_S + 10), time.monotonic() - sent
+    port = free_port()
+    capped = {**folder.env(), "SERVE_GRPC_PORT": str(port), "SERVE_GRPC_MAX_CONCURRENT_RPCS": "4"}
+    with work.start("doors-cap", **capped) as server:
+        probes.append(oip_probes.concurrency_cap(server, f"127.0.0.1:{port}", cap=4))
+    return {
+        "probes": probes,
+        "logged_ids": ids,
+        "fuzz": fuzz,
+        "tracebacks": tracebacks,
+        "fifo_closed": fifo_closed,
+        "exit_code": exit_code,
+        "exit_s": exit_s,
+    }
 
 
 def section_overload(profile: Profile, work: Workspace) -> Any:
