@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.engine.capacity import MAX_BATCH_SIZE, Capacity
+from app.capacity import MAX_BATCH_SIZE, Capacity
 from model import CHECKPOINT_FILENAME
 
 ENV_PREFIX = "SERVE_"

@@ -1,6 +1,7 @@
-"""The engine: the serving model, batching, decoding and admission; no protocol and no web framework.
+"""The engine: the model host (loading, going live, reloads, watching), batching, decoding and the backends;
+no protocol and no web framework.
 
-Every front door (app/http, the Open Inference Protocol's REST and gRPC edges) comes in through
-``Service.admit`` (app/engine/service.py). The rule that this package never imports FastAPI, Starlette or
-uvicorn is checked by tests/test_architecture.py.
+The edges see it only through its client seam, ``app/engine/client.py`` (plain data: no torch tensor, no live
+model, no batcher); ``app/engine/local.py`` is that seam's implementation in this process. The rules are
+checked by tests/test_architecture.py.
 """

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from app.engine.capacity import Capacity
+from app.capacity import Capacity
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -105,7 +105,7 @@ class DynamicBatcher(Generic[In, Out]):
             raise BatcherClosed("the batcher is stopping")
         # Room for the queue and the next batch, whether the collector has already taken that batch's items
         # out of the queue or has not run since they arrived (as under CPU contention): either way the
-        # same requests fit, which is what admission at the door promises (app/engine/capacity.py).
+        # same requests fit, which is what admission at the door promises (app/capacity.py).
         waiting = len(self._items) + self._collected
         if waiting + len(items) > self._room:
             raise QueueFull(f"{waiting} images wait for the model, at most {self._room} (the queue and the next batch)")

@@ -1,17 +1,14 @@
 """The served model: a checkpoint, its own preprocessing, and a backend to run it.
 
 Work is split by where it runs: ``prepare`` (decode + resize + crop to uint8, app/engine/preparing.py) on the
-decode threads, ``predict_batch`` (normalise + forward + softmax) on the model thread, ``top_k`` on the event
-loop. Clients that send tensors already normalised (the Open Inference Protocol's FP32 input) skip ``prepare``.
+decode threads, ``predict_batch`` (normalise + forward + softmax) on the model thread. Clients that send
+tensors already normalised (the Open Inference Protocol's FP32 input) skip ``prepare``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -21,17 +18,7 @@ from model import Checkpoint, EvalPreset, load_checkpoint
 from model.checkpoint import MAX_CHECKPOINT_BYTES
 
 log = logging.getLogger(__name__)
-__all__ = ["Classifier", "EncodedJpeg", "Item", "Prediction", "Result", "load_classifier", "top_k"]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One ranked class with its softmax probability."""
-
-    rank: int
-    class_id: int
-    label: str
-    score: float
+__all__ = ["Classifier", "EncodedJpeg", "Item", "Result", "load_classifier"]
 
 
 class Classifier:
@@ -74,39 +61,6 @@ class Classifier:
                 for i, row in zip(rows, self.backend.infer(_stack(list(rows.values()))).unbind(0), strict=True):
                     results[i] = row
         return results
-
-    def describe(self) -> dict[str, Any]:
-        """The model's metadata for ``GET /model``."""
-        ckpt = self.checkpoint
-        return {
-            "name": ckpt.arch,
-            "version": ckpt.version,
-            "arch": ckpt.arch,
-            "num_classes": ckpt.num_classes,
-            "trained": ckpt.trained,
-            "source": ckpt.source,
-            "created_at": ckpt.created_at,
-            "device": self.backend.device,
-            "precision": self.backend.precision,
-            "backend": self.backend.name,
-            "preprocessing": {
-                "resize_size": ckpt.preprocessing.resize_size,
-                "crop_size": ckpt.preprocessing.crop_size,
-                "mean": list(ckpt.preprocessing.mean),
-                "std": list(ckpt.preprocessing.std),
-                "interpolation": ckpt.preprocessing.interpolation,
-            },
-            "metrics": ckpt.metrics,
-        }
-
-
-def top_k(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[Prediction]:
-    """The ``k`` most probable classes, best first."""
-    scores, ids = probs.topk(min(k, probs.numel()))
-    return [
-        Prediction(rank=rank, class_id=int(i), label=labels[int(i)], score=float(s))
-        for rank, (s, i) in enumerate(zip(scores.tolist(), ids.tolist(), strict=True), start=1)
-    ]
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:

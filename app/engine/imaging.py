@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from app.engine.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from app.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 from model import EvalPreset
 from model.decoding import decode_for_eval
 from model.images import upright_rgb

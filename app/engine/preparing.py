@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from app.engine.errors import ServiceError
 from app.engine.gpu_decode import decode_jpegs_on_device
 from app.engine.imaging import decode_crop, open_image
+from app.errors import ServiceError
 from model import EvalPreset
 
 MAX_AUTO_DECODE_THREADS = 32  # past this many, one process's interpreter lock is the bound, not the cores

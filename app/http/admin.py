@@ -19,12 +19,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.engine.errors import Forbidden, InvalidParameter, RequestTimeout, Unauthorized, UnsupportedMediaType
-from app.engine.reload import ReloadOutcome
-from app.http.auth import bearer_matches
-from app.http.deps import ServiceDep, deadline_of
+from app.engine.client import ReloadOutcome
+from app.errors import Forbidden, InvalidParameter, RequestTimeout, Unauthorized, UnsupportedMediaType
+from app.front.auth import bearer_matches
+from app.front.web import DoorDep, SettingsDep, deadline_of, limit_body, media_type
 from app.http.schemas import ErrorResponse
-from app.http.uploads import limit_body, media_type
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 MAX_BODY_BYTES = 64 * 1024  # a reload's body names one file
@@ -35,16 +34,17 @@ MAX_BODY_BYTES = 64 * 1024  # a reload's body names one file
 Reload = Callable[[str | None], Awaitable[dict[str, Any]]]
 
 
-async def require_admin(service: ServiceDep, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_admin(
+    door: DoorDep, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
     """``Authorization: Bearer <SERVE_ADMIN_KEY>`` (else the API key); 403 when no key is configured."""
-    settings = service.settings
     key = settings.admin_key or settings.api_key
     if key is None:
-        raise service.reject(
+        raise door.reject(
             Forbidden("admin endpoints are off: set SERVE_ADMIN_KEY and send `Authorization: Bearer <key>`")
         )
     if not bearer_matches(authorization, key):
-        raise service.reject(Unauthorized("admin endpoints need the header `Authorization: Bearer <key>`"))
+        raise door.reject(Unauthorized("admin endpoints need the header `Authorization: Bearer <key>`"))
 
 
 AdminAuthorized = Annotated[None, Depends(require_admin)]
@@ -96,9 +96,9 @@ RELOAD_BODY: dict[str, Any] = {
     responses={status: {"model": ErrorResponse} for status in (401, 403, 409, 413, 415, 422, 503, 504)},
     openapi_extra=RELOAD_BODY,
 )
-async def reload(request: Request, service: ServiceDep, _: AdminAuthorized) -> Any:
+async def reload(request: Request, _: AdminAuthorized) -> Any:
     """Load a checkpoint beside the serving model, warm it, then swap; the old model keeps serving on failure."""
-    body = await read_reload_request(request, deadline_of(request, service))
+    body = await read_reload_request(request, deadline_of(request))
     do_reload: Reload = request.app.state.reload
     return await do_reload(body.path)
 

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.engine.errors import ServiceError
+from app.errors import ServiceError
 
 
 def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:

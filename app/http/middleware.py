@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import re
 import time
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.engine.metrics import Metrics
+from app.front.requests import is_safe_request_id, new_request_id, record_request
 from app.http.errors import error_body
+from app.metrics import Metrics
 
 log = logging.getLogger("app.access")
-_CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-_QUIET_ROUTES = {"/health/live", "/health/ready", "/metrics"}  # probes and scrapes: debug level only
 
 
 def request_id_from(scope: Scope) -> str:
@@ -29,22 +26,6 @@ def request_id_from(scope: Scope) -> str:
             if is_safe_request_id(candidate):
                 return candidate
     return new_request_id()
-
-
-def is_safe_request_id(candidate: str) -> bool:
-    """Whether a client's request id may be logged as it is: 1 to 128 letters, digits and ``._:-``."""
-    return _CLIENT_ID.fullmatch(candidate) is not None
-
-
-def new_request_id() -> str:
-    return f"{random.getrandbits(128):032x}"  # an identifier, not a secret: no need for os.urandom
-
-
-def escaped_excerpt(text: str, limit: int = 128) -> str:
-    """At most ``limit`` characters of ``text`` with every control and non-ASCII character escaped
-    (a newline becomes ``\\n``), so a client's string can never forge a log line or fill the log."""
-    excerpt = text[:limit].encode("unicode_escape").decode("ascii")
-    return excerpt + ("..." if len(text) > limit else "")
 
 
 def route_label(scope: Scope) -> str:
@@ -92,21 +73,11 @@ class RequestContextMiddleware:
             self._record(scope, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
-        route = route_label(scope)
-        self.metrics.requests.labels(route=route, code=str(status)).inc()
-        self.metrics.request_duration.labels(route=route).observe(elapsed)
         state = scope.get("state", {})
-        fields = {
-            "request_id": state.get("request_id"),
-            "method": scope.get("method"),
-            "route": route,
-            "status": status,
-            "duration_ms": round(elapsed * 1000, 3),
-        }
+        fields = {"request_id": state.get("request_id"), "method": scope.get("method"), "path": scope.get("path")}
         if "timing_ms" in state:
             fields["timing_ms"] = state["timing_ms"]
-        level = logging.DEBUG if route in _QUIET_ROUTES else logging.INFO
-        log.log(level, "%s %s %d", scope.get("method"), scope.get("path"), status, extra=fields)
+        record_request(self.metrics, route_label(scope), status, elapsed, **fields)
 
 
 async def _send_internal_error(send: Send, request_id: str) -> None:

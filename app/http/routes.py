@@ -7,12 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.engine.errors import MissingFile, NotReady, ServiceError
-from app.engine.loaded import Served
-from app.engine.metrics import CONTENT_TYPE
-from app.http.auth import Authorized
-from app.http.deps import ServiceDep, deadline_of
-from app.http.disconnects import classify_while_connected
+from app.engine.client import Answer
+from app.errors import MissingFile, NotReady, ServiceError
+from app.front.web import Authorized, DoorDep, SettingsDep, classify_while_connected, deadline_of
 from app.http.schemas import (
     BatchItem,
     BatchResponse,
@@ -26,6 +23,7 @@ from app.http.schemas import (
     Timing,
 )
 from app.http.uploads import read_multipart_files, read_single_upload
+from app.metrics import CONTENT_TYPE
 
 router = APIRouter()
 
@@ -65,10 +63,12 @@ TopK = Annotated[int, Query(ge=1, le=100, description="how many classes to retur
 
 
 @router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, openapi_extra=SINGLE_IMAGE_BODY)
-async def predict(request: Request, response: Response, service: ServiceDep, _: Authorized, top_k: TopK = 5) -> Any:
+async def predict(
+    request: Request, response: Response, door: DoorDep, settings: SettingsDep, _: Authorized, top_k: TopK = 5
+) -> Any:
     """Classify one image: multipart field `file`, or the raw bytes with an image content type."""
-    async with service.admit(deadline_of(request, service)) as call:
-        upload = await call.receive(read_single_upload(request, service.settings.max_upload_bytes))
+    async with door.admit(deadline_of(request)) as call:
+        upload = await call.receive(read_single_upload(request, settings.max_upload_bytes))
         (result,) = await classify_while_connected(request, call.classify_images([upload.data]))
     if isinstance(result, ServiceError):
         raise result
@@ -85,18 +85,17 @@ async def predict(request: Request, response: Response, service: ServiceDep, _: 
 
 @router.post("/predict/batch", response_model=BatchResponse, responses=PREDICT_ERRORS, openapi_extra=BATCH_BODY)
 async def predict_batch(
-    request: Request, response: Response, service: ServiceDep, _: Authorized, top_k: TopK = 5
+    request: Request, response: Response, door: DoorDep, settings: SettingsDep, _: Authorized, top_k: TopK = 5
 ) -> Any:
     """Classify several images (repeated multipart field `files`); a bad file fails only its own slot."""
-    async with service.admit(deadline_of(request, service)) as call:
-        uploads = await call.receive(read_multipart_files(request, "files", service.settings.max_upload_bytes))
+    async with door.admit(deadline_of(request)) as call:
+        uploads = await call.receive(read_multipart_files(request, "files", settings.max_upload_bytes))
         if not uploads:
             raise MissingFile("the multipart body has no `files` field")
         results = await classify_while_connected(request, call.classify_images([u.data for u in uploads]))
-        model = call.model
-    assert model is not None  # set once the images were queued, which classify_images did
-    served = [r for r in results if isinstance(r, Served)]
-    timing = _timing(request, served)
+    model = call.model or door.serving_model()  # every image ran on one model; with none served, the one serving
+    answers = [r for r in results if isinstance(r, Answer)]
+    timing = _timing(request, answers)
     response.headers["Server-Timing"] = _server_timing(timing)
     items = [
         _batch_item(i, upload.filename, result, top_k)
@@ -104,7 +103,7 @@ async def predict_batch(
     ]
     return BatchResponse(
         request_id=request.state.request_id,
-        model=ModelRef(name=model.name, version=model.version),  # every image ran on the same model
+        model=ModelRef(name=model.name, version=model.version),
         results=items,
         timing_ms=timing,
     )
@@ -117,40 +116,39 @@ async def live() -> HealthResponse:
 
 
 @router.get("/health/ready", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
-async def ready(service: ServiceDep) -> HealthResponse:
+async def ready(door: DoorDep) -> HealthResponse:
     """200 once the model is loaded and warm (in every worker process); 503 while loading or draining."""
-    if not service.ready_everywhere:
-        raise NotReady(service.not_ready_reason())
+    if not door.ready_everywhere:
+        raise NotReady(door.not_ready_reason())
     return HealthResponse(status="ready")
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}})
-async def model_info(service: ServiceDep) -> ModelInfo:
+async def model_info(door: DoorDep, settings: SettingsDep) -> ModelInfo:
     """The served model's metadata and the batching settings."""
-    if service.model is None or not service.peers_ready():  # every worker's answer names one model
-        raise NotReady(service.not_ready_reason())
-    s = service.settings
+    model = door.serving_model()
     batching = {
-        "max_batch_size": s.max_batch_size,
-        "max_batch_delay_ms": s.max_batch_delay_ms,
-        "max_queue_size": s.max_queue_size,
-        "request_timeout_s": s.request_timeout_s,
+        "max_batch_size": settings.max_batch_size,
+        "max_batch_delay_ms": settings.max_batch_delay_ms,
+        "max_queue_size": settings.max_queue_size,
+        "request_timeout_s": settings.request_timeout_s,
     }
-    last_reload = service.last_reload.public() if service.last_reload else None
-    return ModelInfo.model_validate({**service.model.describe(), "batching": batching, "last_reload": last_reload})
+    reload = door.engine.last_reload
+    last_reload = reload.public() if reload else None
+    return ModelInfo.model_validate({**model.describe(), "batching": batching, "last_reload": last_reload})
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
-async def metrics(service: ServiceDep) -> Response:
+async def metrics(door: DoorDep) -> Response:
     """Prometheus metrics, text exposition format."""
-    return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+    return Response(door.metrics.render(), media_type=CONTENT_TYPE)
 
 
-def _predictions(result: Served, top_k: int) -> list[PredictionOut]:
+def _predictions(result: Answer, top_k: int) -> list[PredictionOut]:
     return [PredictionOut(rank=p.rank, class_id=p.class_id, label=p.label, score=p.score) for p in result.top_k(top_k)]
 
 
-def _batch_item(index: int, filename: str | None, result: Served | ServiceError, top_k: int) -> BatchItem:
+def _batch_item(index: int, filename: str | None, result: Answer | ServiceError, top_k: int) -> BatchItem:
     if isinstance(result, ServiceError):
         return BatchItem(index=index, filename=filename, error=SlotError(code=result.code, message=result.message))
     return BatchItem(
@@ -158,7 +156,7 @@ def _batch_item(index: int, filename: str | None, result: Served | ServiceError,
     )
 
 
-def _timing(request: Request, served: list[Served]) -> Timing:
+def _timing(request: Request, served: list[Answer]) -> Timing:
     """Milliseconds per step (the slowest image's), also kept for the request's log line."""
     timing = Timing(
         decode=round(1000 * max((r.decode_s for r in served), default=0.0), 3),

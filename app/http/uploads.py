@@ -1,7 +1,7 @@
 """Reading image uploads from a request body, never more than ``max_bytes`` of it.
 
-The limit is enforced on the byte stream itself, so an oversized upload is refused as soon as it
-crosses the limit, whether it declared a Content-Length or arrived chunked without one.
+The limit is enforced on the byte stream itself (``app.front.web.limit_body``), so an oversized upload is
+refused as soon as it crosses the limit, whether it declared a Content-Length or arrived chunked without one.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.types import Message
 
-from app.engine.errors import MissingFile, PayloadTooLarge, UnsupportedMediaType
+from app.errors import MissingFile, UnsupportedMediaType
+from app.front.web import limit_body, media_type
 
 # Enough for any sane batch; past it the multipart parser stops instead of counting forever.
 _MAX_PARTS = 1000
@@ -26,11 +26,6 @@ class Upload:
 
     data: bytes
     filename: str | None = None
-
-
-def media_type(request: Request) -> str:
-    """The request's content type without parameters, lower-cased ('' when absent)."""
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 async def read_single_upload(request: Request, max_bytes: int) -> Upload:
@@ -70,23 +65,3 @@ async def read_multipart_files(request: Request, field: str, max_bytes: int) -> 
         return [Upload(await part.read(), part.filename) for part in parts]
     finally:
         await form.close()
-
-
-def limit_body(request: Request, max_bytes: int) -> Request:
-    """A view of ``request`` whose body raises ``PayloadTooLarge`` once it passes ``max_bytes``."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {max_bytes}")
-    receive = request.receive
-    received = 0
-
-    async def limited_receive() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > max_bytes:
-                raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
-        return message
-
-    return Request(request.scope, limited_receive)

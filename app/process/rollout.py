@@ -17,13 +17,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Callable, Coroutine, MutableSequence, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
-from app.engine.errors import InvalidModel, NotReady, ReloadInProgress, ServiceError
-from app.engine.service import Service
+from app.engine.client import ReloadOutcome
+from app.errors import InvalidModel, NotReady, ReloadInProgress, ServiceError
 
 log = logging.getLogger(__name__)
 Answer = dict[str, Any]
@@ -44,29 +44,32 @@ def raise_for(answer: Answer) -> Answer:
 
 @dataclass(frozen=True)
 class Peers:
-    """What a worker shares with the supervisor: its control pipe, and every worker's ready flag."""
+    """What a worker shares with the supervisor: its control pipe, and every worker's ready flag. As the door's
+    ``Group`` (app/front/door.py) it reports this worker's readiness and reads everyone's."""
 
     control: Connection
     ready: Sequence[int]  # a shared array: slot -> 1 while that worker is ready
     slot: int
 
-    def join(self, service: Service) -> WorkerControl:
-        """Tie ``service`` to the group: it reports its readiness and is ready for probes only with all others."""
-        flags = cast(MutableSequence[int], self.ready)
+    def all_ready(self) -> bool:
+        return all(self.ready)
 
-        def report(ready: bool) -> None:
-            flags[self.slot] = int(ready)
+    def report(self, ready: bool) -> None:
+        cast(MutableSequence[int], self.ready)[self.slot] = int(ready)
 
-        service.readiness_listeners.append(report)
-        service.peers_ready = lambda: all(self.ready)
-        return WorkerControl(self.control, service)
+    def control_for(self, reload: Reload) -> WorkerControl:
+        """This worker's end of the control pipe, reloading its own engine with ``reload``."""
+        return WorkerControl(self.control, reload)
+
+
+Reload = Callable[[str | None], Coroutine[Any, Any, ReloadOutcome]]
 
 
 class WorkerControl:
     """A worker's end of its control pipe: carries out the supervisor's reloads, and asks it for rollouts."""
 
-    def __init__(self, conn: Connection, service: Service) -> None:
-        self._conn, self._service = conn, service
+    def __init__(self, conn: Connection, reload: Reload) -> None:
+        self._conn, self._reload_model = conn, reload
         self._send_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: asyncio.Future[Answer] | None = None
@@ -98,7 +101,7 @@ class WorkerControl:
 
     def _reload(self, path: str | None) -> Answer:
         assert self._loop is not None
-        reloading = asyncio.run_coroutine_threadsafe(self._service.reload(path), self._loop)
+        reloading = asyncio.run_coroutine_threadsafe(self._reload_model(path), self._loop)
         try:
             return reloading.result().to_dict()
         except ServiceError as exc:

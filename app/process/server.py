@@ -15,10 +15,11 @@ import uvicorn
 
 from app.config import Settings
 from app.engine.backends import Runtime
-from app.engine.errors import InvalidModel, ServiceError
-from app.engine.service import Service
+from app.engine.local import LocalEngine
+from app.errors import InvalidModel, ServiceError
+from app.front.door import Door
 from app.http.admin import Reload
-from app.http.app import create_app
+from app.process.assemble import create_app
 from app.process.rollout import Peers
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,13 @@ class DrainingServer(uvicorn.Server):
     def __init__(
         self,
         config: uvicorn.Config,
-        service: Service,
+        door: Door,
+        engine: LocalEngine,
         reload: Reload,
         on_loop: Callable[[asyncio.AbstractEventLoop], None] | None = None,
     ) -> None:
         super().__init__(config)
-        self._service = service
+        self._door, self._engine = door, engine
         self._reload = reload
         self._on_loop = on_loop
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,14 +78,14 @@ class DrainingServer(uvicorn.Server):
         self._drain_task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
-        await self._service.drain()
+        await self._door.drain()
         log.info("drained; shutting down")
         self.should_exit = True
 
     async def on_tick(self, counter: int) -> bool:
-        if self._service.startup_error is not None:
+        if self._engine.startup_error is not None:
             return True
-        if self._service.ready and not self._heap_frozen:
+        if self._door.ready and not self._heap_frozen:
             # The ~400k objects of torch, ONNX and the loaded model live as long as the process. Out of
             # the collector's reach, they no longer make each full collection a pause of a few hundred
             # milliseconds for every request in flight.
@@ -101,7 +103,7 @@ def serve(
     """One server in this process until it is stopped: 0 after a clean stop, 1 if the model cannot be
     served. A worker process listens on the socket its parent bound for it (``sockets``), is ready for
     probes with its peers only, and reloads with them, one at a time (``peers``; app/process/rollout.py)."""
-    app = create_app(settings, runtime)
+    app = create_app(settings, runtime, group=peers)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -114,10 +116,11 @@ def serve(
         server_header=False,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
     )
-    service: Service = app.state.service
+    door: Door = app.state.door
+    engine: LocalEngine = app.state.engine
     on_loop = None
     if peers is not None:  # a worker: reloads roll across all workers, through the supervisor
-        worker = peers.join(service)
+        worker = peers.control_for(engine.reload)
         app.state.reload, on_loop = worker.rollout, worker.start
-    DrainingServer(config, service, app.state.reload, on_loop).run(sockets=sockets)
-    return 1 if service.startup_error is not None else 0
+    DrainingServer(config, door, engine, app.state.reload, on_loop).run(sockets=sockets)
+    return 1 if engine.startup_error is not None else 0

@@ -16,6 +16,7 @@ a worker that dies, and stops everything when one cannot serve the model (exit 1
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import multiprocessing
@@ -33,8 +34,8 @@ from types import FrameType
 
 from app.config import Settings
 from app.engine.backends import Runtime
-from app.engine.errors import ReloadInProgress
-from app.engine.watch import POLL_S, file_identity
+from app.engine.watch import file_identity, watch_file
+from app.errors import ReloadInProgress
 from app.process.logs import configure_logging
 from app.process.rollout import Peers, Roller, error_answer
 from app.process.server import serve
@@ -176,14 +177,13 @@ class _Supervisor:
         return answer
 
     def _watch_model(self) -> None:
-        path = self._model_path
-        seen = file_identity(path)
-        while not self._stopping:
-            time.sleep(POLL_S)
-            current = file_identity(path)
-            if current is not None and current != seen:
-                seen = current
-                self._wake_writer.send(b"w")
+        """The project's one watch loop (app/engine/watch.py), on this thread: each new file asks for a rollout."""
+
+        async def ask_for_rollout() -> bool:
+            self._wake_writer.send(b"w")
+            return True
+
+        asyncio.run(watch_file(self._model_path, file_identity(self._model_path), ask_for_rollout))
 
     def _reap(self, slot: int) -> None:
         from prometheus_client import multiprocess  # here: the metrics directory is set by now

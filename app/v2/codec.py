@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import torch
+import numpy as np
 
 from app.v2.jsonparse import parse_bounded
 from app.v2.tensors import (
@@ -125,13 +125,13 @@ def _header(spec: Mapping[str, Any]) -> TensorHeader:
     return TensorHeader(name, datatype, tuple(shape))
 
 
-def _binary_batch(header: TensorHeader, raw: memoryview) -> list[bytes] | torch.Tensor:
+def _binary_batch(header: TensorHeader, raw: memoryview) -> list[bytes] | np.ndarray:
     if header.datatype == BYTES:
         return split_elements(header, raw)
     return tensor_from_raw(header, raw)
 
 
-def _json_batch(header: TensorHeader, data: object) -> list[bytes] | torch.Tensor:
+def _json_batch(header: TensorHeader, data: object) -> list[bytes] | np.ndarray:
     if data is None:
         raise InvalidRequest(f'input "{header.name}" has neither "data" nor a "binary_data_size" parameter')
     values = _flatten(header, data)

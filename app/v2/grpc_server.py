@@ -1,7 +1,7 @@
 """The Open Inference Protocol over gRPC (docs/design.md §8): ``inference.GRPCInferenceService`` on
 ``SERVE_GRPC_PORT``, in the process and event loop of the HTTP server.
 
-``ModelInfer`` goes through the same service as ``/predict``: admission, deadlines (the request timeout,
+``ModelInfer`` goes through the same door as ``/predict``: admission, deadlines (the request timeout,
 or the client's own deadline when sooner), drain (new calls get UNAVAILABLE while admitted ones finish),
 the API key (metadata ``authorization: Bearer <key>``), and the request metrics and access log line under
 route ``grpc``, with the HTTP status the same error would have. Messages over ``SERVE_MAX_UPLOAD_BYTES``
@@ -26,10 +26,11 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from app.engine.errors import ServiceError, Unauthorized
-from app.engine.service import Service
-from app.http.auth import bearer_matches
-from app.http.middleware import escaped_excerpt, is_safe_request_id, new_request_id
+from app.config import Settings
+from app.errors import ServiceError, Unauthorized
+from app.front.auth import key_accepted
+from app.front.door import Door
+from app.front.requests import escaped_excerpt, is_safe_request_id, new_request_id, record_request
 from app.v2.grpc_codec import (
     decode_model_infer,
     encode_model_infer,
@@ -37,15 +38,16 @@ from app.v2.grpc_codec import (
     parse_model_infer,
     server_metadata_response,
 )
-from app.v2.infer import SERVER_NAME, Inferred, infer, server_version, serving_model, target_model, timing_ms
+from app.v2.infer import SERVER_NAME, Inferred, infer, server_version, target_model, timing_ms
 from app.v2.proto import grpc_predict_v2_pb2 as pb
 from app.v2.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.v2.tensors import InvalidRequest, model_metadata, resolve_model, server_metadata
 
 log = logging.getLogger("app.v2")
-access_log = logging.getLogger("app.access")
 ROUTE = "grpc"
 SERVICE_NAME = "inference.GRPCInferenceService"
+METHOD_PATH = f"/{SERVICE_NAME}/ModelInfer"  # what the access line names, as HTTP/2 carries it
+_DEADLINE_MARGIN_S = 0.02
 T = TypeVar("T")
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -71,10 +73,10 @@ class _InternalError(ServiceError):
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The protocol's six calls over one ``Service``."""
+    """The protocol's six calls behind one ``Door``."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(self, door: Door, settings: Settings) -> None:
+        self.door, self.settings = door, settings
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -86,16 +88,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
         """Ready once the model is loaded and warm, until draining."""
-        return pb.ServerReadyResponse(ready=self.service.ready_everywhere)
+        return pb.ServerReadyResponse(ready=self.door.ready_everywhere)
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         """Whether the named model (and version) serves; NOT_FOUND for another."""
-        if self.service.model is None:  # loading: not ready, whatever the name
+        if self.door.engine.model is None:  # loading: not ready, whatever the name
             return pb.ModelReadyResponse(ready=False)
-        await self._unless_error(context, lambda: target_model(self.service, request.name, request.version))
-        return pb.ModelReadyResponse(ready=self.service.ready_everywhere)
+        await self._unless_error(context, lambda: target_model(self.door, request.name, request.version))
+        return pb.ModelReadyResponse(ready=self.door.ready_everywhere)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
@@ -107,7 +109,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         """The model's versions, inputs and outputs; NOT_FOUND for another, UNAVAILABLE while loading."""
-        model = await self._unless_error(context, lambda: target_model(self.service, request.name, request.version))
+        model = await self._unless_error(context, lambda: target_model(self.door, request.name, request.version))
         return model_metadata_response(model_metadata(model))
 
     async def ModelInfer(
@@ -119,7 +121,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             inferred = await self._infer(messages, context, started, named)
         except asyncio.CancelledError:  # the client cancelled or went away: its queued images were dropped
-            self.service.metrics.rejections.labels(reason="disconnected").inc()
+            self.door.metrics.rejections.labels(reason="disconnected").inc()
             self._record(named, 499, clock, None)
             raise
         except ServiceError as exc:
@@ -137,18 +139,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext, started: float, named: _Named
     ) -> Inferred:
-        service = self.service
-        settings = service.settings
-        key = settings.api_key
-        if key is not None and not bearer_matches(_metadata(context, "authorization"), key):
-            raise service.reject(Unauthorized("this call needs the metadata `authorization: Bearer <key>`"))
+        door, settings = self.door, self.settings
+        if not key_accepted(settings.api_key, _metadata(context, "authorization")):
+            raise door.reject(Unauthorized("this call needs the metadata `authorization: Bearer <key>`"))
         deadline = started + settings.request_timeout_s
         remaining = context.time_remaining()
-        if remaining is not None:  # the client's own deadline, when sooner
-            deadline = min(deadline, time.monotonic() + remaining)
-        async with service.admit(deadline) as call:  # before the message is read, as /predict admits
+        if remaining is not None:  # the client's own deadline, when sooner, a little early: ending the call
+            # ourselves (504, DEADLINE_EXCEEDED) must not race gRPC cancelling it as a client gone away (499)
+            deadline = min(deadline, time.monotonic() + remaining - _DEADLINE_MARGIN_S)
+        async with door.admit(deadline) as call:  # before the message is read, as /predict admits
             data = await call.receive(_one_message(messages))
-            model = serving_model(service)
+            model = door.serving_model()
             request = parse_model_infer(data, model, settings.max_batch_size)
             named.take(request.id)
             resolve_model(model, request.model_name, request.model_version)
@@ -164,22 +165,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def _record(self, named: _Named, status: int, clock: float, timing: dict[str, float] | None) -> None:
         """The request metrics and access log line of one ``ModelInfer``, as the HTTP middleware writes them."""
-        elapsed = time.perf_counter() - clock
-        metrics = self.service.metrics
-        metrics.requests.labels(route=ROUTE, code=str(status)).inc()
-        metrics.request_duration.labels(route=ROUTE).observe(elapsed)
-        fields: dict[str, object] = {
-            "request_id": named.log_id,
-            "method": "ModelInfer",
-            "route": ROUTE,
-            "status": status,
-            "duration_ms": round(elapsed * 1000, 3),
-        }
+        fields: dict[str, object] = {"request_id": named.log_id, "method": "POST", "path": METHOD_PATH}
         if timing is not None:
             fields["timing_ms"] = timing
         if named.unsafe_id is not None:
             fields["client_request_id"] = named.unsafe_id
-        access_log.info("grpc ModelInfer %d", status, extra=fields)
+        record_request(self.door.metrics, ROUTE, status, time.perf_counter() - clock, **fields)
 
 
 class _Named:
@@ -259,16 +250,18 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-async def start_grpc_server(service: Service, host: str, port: int) -> GrpcServer:
-    """Serve the protocol for ``service`` on ``host:port`` (``port`` 0: any free port), on the running loop."""
-    settings = service.settings
+async def start_grpc_server(door: Door, settings: Settings, port: int | None = None) -> GrpcServer:
+    """Serve the protocol behind ``door`` on ``SERVE_HOST`` and ``port`` (default ``SERVE_GRPC_PORT``; 0: any
+    free port), on the running loop."""
     options = [
         ("grpc.max_receive_message_length", settings.max_upload_bytes),
         # Several workers share the port, as they share the HTTP one; a lone server must not join a stale one.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs)
-    server.add_generic_rpc_handlers((_handlers(InferenceServicer(service)),))
+    server.add_generic_rpc_handlers((_handlers(InferenceServicer(door, settings)),))
+    host = settings.host
+    port = settings.grpc_port if port is None else port
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     if not bound:

@@ -19,12 +19,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
-from app.engine.errors import NotReady, ServiceError
-from app.engine.service import Service
-from app.http.auth import Authorized
-from app.http.deps import ServiceDep, deadline_of
-from app.http.disconnects import classify_while_connected
-from app.http.uploads import limit_body
+from app.config import Settings
+from app.errors import NotReady, ServiceError
+from app.front.door import Door
+from app.front.web import Authorized, DoorDep, SettingsDep, classify_while_connected, deadline_of, limit_body
 from app.v2.codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
 from app.v2.infer import SERVER_NAME, infer, server_version, target_model, timing_ms
 from app.v2.tensors import model_metadata, server_metadata
@@ -101,45 +99,47 @@ async def live_v2() -> dict[str, bool]:
 
 
 @router.get("/v2/health/ready")
-async def ready_v2(service: ServiceDep) -> dict[str, bool]:
+async def ready_v2(door: DoorDep) -> dict[str, bool]:
     """200 once the model is loaded and warm (in every worker process); 503 while loading or draining."""
-    if not service.ready_everywhere:
-        raise NotReady(service.not_ready_reason())
+    if not door.ready_everywhere:
+        raise NotReady(door.not_ready_reason())
     return {"ready": True}
 
 
 @router.get("/v2/models/{name}")
-async def model_metadata_v2(service: ServiceDep, name: str) -> dict[str, object]:
+async def model_metadata_v2(door: DoorDep, name: str) -> dict[str, object]:
     """The model's versions, inputs and outputs."""
-    return model_metadata(target_model(service, name, ""))
+    return model_metadata(target_model(door, name, ""))
 
 
 @router.get("/v2/models/{name}/versions/{version}")
-async def model_version_metadata_v2(service: ServiceDep, name: str, version: str) -> dict[str, object]:
+async def model_version_metadata_v2(door: DoorDep, name: str, version: str) -> dict[str, object]:
     """The model's versions, inputs and outputs (404 unless ``version`` is the one served)."""
-    return model_metadata(target_model(service, name, version))
+    return model_metadata(target_model(door, name, version))
 
 
 @router.get("/v2/models/{name}/ready")
-async def model_ready_v2(service: ServiceDep, name: str) -> dict[str, object]:
+async def model_ready_v2(door: DoorDep, name: str) -> dict[str, object]:
     """200 while the model serves; 503 while loading or draining."""
-    return _model_ready(service, name, "")
+    return _model_ready(door, name, "")
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready")
-async def model_version_ready_v2(service: ServiceDep, name: str, version: str) -> dict[str, object]:
+async def model_version_ready_v2(door: DoorDep, name: str, version: str) -> dict[str, object]:
     """200 while this version serves; 503 while loading or draining."""
-    return _model_ready(service, name, version)
+    return _model_ready(door, name, version)
 
 
-async def infer_v2(request: Request, service: ServiceDep, _: Authorized, name: str) -> Response:
+async def infer_v2(request: Request, door: DoorDep, settings: SettingsDep, _: Authorized, name: str) -> Response:
     """Classify a batch: input `image` (BYTES [N], encoded files) or `input` (FP32 [N, 3, crop, crop])."""
-    return await _infer(request, service, name, "")
+    return await _infer(request, door, settings, name, "")
 
 
-async def infer_version_v2(request: Request, service: ServiceDep, _: Authorized, name: str, version: str) -> Response:
+async def infer_version_v2(
+    request: Request, door: DoorDep, settings: SettingsDep, _: Authorized, name: str, version: str
+) -> Response:
     """Classify a batch on this model version (404 unless it is the one served)."""
-    return await _infer(request, service, name, version)
+    return await _infer(request, door, settings, name, version)
 
 
 for _path, _endpoint in (
@@ -149,17 +149,16 @@ for _path, _endpoint in (
     router.add_api_route(_path, _endpoint, methods=["POST"], route_class_override=InferRoute, openapi_extra=INFER_BODY)
 
 
-def _model_ready(service: Service, name: str, version: str) -> dict[str, object]:
-    model = target_model(service, name, version)
-    if not service.ready_everywhere:
-        raise NotReady(service.not_ready_reason())
+def _model_ready(door: Door, name: str, version: str) -> dict[str, object]:
+    model = target_model(door, name, version)
+    if not door.ready_everywhere:
+        raise NotReady(door.not_ready_reason())
     return {"name": model.name, "ready": True}
 
 
-async def _infer(request: Request, service: Service, name: str, version: str) -> Response:
-    settings = service.settings
-    async with service.admit(deadline_of(request, service)) as call:  # first: it counts a not-ready refusal
-        model = target_model(service, name, version)
+async def _infer(request: Request, door: Door, settings: Settings, name: str, version: str) -> Response:
+    async with door.admit(deadline_of(request)) as call:  # first: it counts a not-ready refusal
+        model = target_model(door, name, version)
         body = await call.receive(limit_body(request, settings.max_upload_bytes).body())
         decode = partial(decode_infer_request, body, request.headers.get(HEADER_LENGTH), model, settings.max_batch_size)
         # Large bodies are read off the event loop: JSON of a million numbers is tens of milliseconds.

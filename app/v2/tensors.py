@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import torch
 
-from app.engine.errors import InvalidParameter, ServiceError
+from app.errors import InvalidParameter, ServiceError
 
 IMAGE_INPUT, TENSOR_INPUT, OUTPUT = "image", "input", "probabilities"
 BYTES, FP32 = "BYTES", "FP32"
@@ -51,10 +50,10 @@ class ServedModel(Protocol):
 
 
 class Answer(Protocol):
-    """One image's answer (the engine's ``Served``)."""
+    """One image's answer (the engine client's ``Answer``)."""
 
     @property
-    def probs(self) -> torch.Tensor: ...
+    def probs(self) -> np.ndarray: ...
     def top_k(self, k: int) -> Sequence[Ranked]: ...
 
 
@@ -93,7 +92,7 @@ class InferRequest:
     """A decoded request: its id, its batch (encoded images, or a preprocessed float32 tensor), its output."""
 
     id: str
-    batch: list[bytes] | torch.Tensor
+    batch: list[bytes] | np.ndarray
     output: RequestedOutput
 
 
@@ -104,18 +103,18 @@ class OutputTensor:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    values: torch.Tensor | list[bytes]
+    values: np.ndarray | list[bytes]
 
     def raw(self) -> bytes:
         """The protocol's raw form: little-endian FP32, or each BYTES element after its 4-byte length."""
-        if isinstance(self.values, torch.Tensor):
-            return self.values.numpy().astype("<f4", copy=False).tobytes()
+        if isinstance(self.values, np.ndarray):
+            return self.values.astype("<f4", copy=False).tobytes()
         return join_elements(self.values)
 
     def data(self) -> list[float] | list[str]:
         """The JSON form: the flattened elements, BYTES as text."""
-        if isinstance(self.values, torch.Tensor):
-            values: list[float] = self.values.flatten().tolist()
+        if isinstance(self.values, np.ndarray):
+            values: list[float] = self.values.ravel().tolist()
             return values
         return [element.decode() for element in self.values]
 
@@ -192,18 +191,18 @@ def join_elements(elements: Sequence[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(element)) + element for element in elements)
 
 
-def tensor_from_raw(header: TensorHeader, raw: bytes | memoryview) -> torch.Tensor:
-    """A float32 tensor of ``header.shape`` from little-endian FP32 bytes."""
+def tensor_from_raw(header: TensorHeader, raw: bytes | memoryview) -> np.ndarray:
+    """A float32 array of ``header.shape`` from little-endian FP32 bytes."""
     needed = header.count() * 4
     if len(raw) != needed:
         raise InvalidRequest(
             f'input "{header.name}" has {len(raw)} bytes of data; {FP32} {list(header.shape)} needs {needed}'
         )
-    return _finite(header, torch.from_numpy(np.frombuffer(raw, dtype="<f4").astype(np.float32)))
+    return _finite(header, np.frombuffer(raw, dtype="<f4").astype(np.float32))
 
 
-def tensor_from_values(header: TensorHeader, values: Sequence[object]) -> torch.Tensor:
-    """A float32 tensor of ``header.shape`` from its flattened elements (numbers; anything else is refused).
+def tensor_from_values(header: TensorHeader, values: Sequence[object]) -> np.ndarray:
+    """A float32 array of ``header.shape`` from its flattened elements (numbers; anything else is refused).
 
     Converted a slice at a time: one conversion of a million values would hold the interpreter lock for
     tens of milliseconds, and every other request with it (this runs off the event loop, not off the lock)."""
@@ -212,15 +211,22 @@ def tensor_from_values(header: TensorHeader, values: Sequence[object]) -> torch.
             f'input "{header.name}" holds {len(values)} values but its shape {list(header.shape)} says {header.count()}'
         )
     try:
-        chunks = [torch.tensor(values[i : i + _CHUNK], dtype=torch.float32) for i in range(0, len(values), _CHUNK)]
-    except (TypeError, ValueError, RuntimeError, OverflowError):
+        chunks = [_numbers(values[i : i + _CHUNK]) for i in range(0, len(values), _CHUNK)]
+    except (TypeError, ValueError, OverflowError):
         raise InvalidRequest(f'input "{header.name}" must hold numbers only') from None
-    return _finite(header, torch.cat(chunks) if chunks else torch.zeros(0))
+    return _finite(header, np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
 
 
-def _finite(header: TensorHeader, flat: torch.Tensor) -> torch.Tensor:
+def _numbers(values: Sequence[object]) -> np.ndarray:
+    # numpy would read "1.5" and None (as NaN) too; only numbers (bool among them, as in JSON's own numbers) pass.
+    if not all(isinstance(v, int | float) for v in values):
+        raise TypeError("not a number")
+    return np.asarray(values, dtype=np.float64).astype(np.float32)
+
+
+def _finite(header: TensorHeader, flat: np.ndarray) -> np.ndarray:
     # A NaN or infinity would come back as probabilities JSON cannot even carry.
-    if not bool(torch.isfinite(flat).all()):
+    if not np.isfinite(flat).all():
         raise InvalidRequest(f'input "{header.name}" holds NaN or infinite values')
     return flat.reshape(header.shape)
 
@@ -239,7 +245,7 @@ def first_failure(results: Sequence[object]) -> ServiceError | None:
 def output_tensor(answers: Sequence[Answer], output: RequestedOutput) -> OutputTensor:
     """The output of a served batch: probabilities ``[N, C]``, or the best ``k`` classes ``[N, k]``."""
     if not output.classification:
-        probs = torch.stack([answer.probs.float().cpu() for answer in answers])
+        probs = np.stack([answer.probs.astype(np.float32, copy=False) for answer in answers])
         return OutputTensor(OUTPUT, FP32, tuple(probs.shape), probs)
     rows = [answer.top_k(output.classification) for answer in answers]
     # Triton's classification format, score printed as C's %f: "0.812300:281:tabby".

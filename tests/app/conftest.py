@@ -22,8 +22,9 @@ import torch
 
 from app.config import Settings
 from app.engine.backends import Backend
-from app.engine.service import Service
-from app.http.app import create_app
+from app.engine.local import LocalEngine
+from app.front.door import Door
+from app.process.assemble import create_app
 from model import EvalPreset, build_model, save_checkpoint
 from tests.conftest import TINY_PREPROCESSING, photo
 
@@ -67,9 +68,17 @@ def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Running:
+    """The parts of a running app that tests look into: its door, and its engine (this process's)."""
+
+    door: Door
+    engine: LocalEngine
+
+
 class InProcess(NamedTuple):
     client: httpx.AsyncClient
-    service: Service
+    running: Running
 
 
 @asynccontextmanager
@@ -77,11 +86,11 @@ async def serve_in_process(settings: Settings) -> AsyncIterator[InProcess]:
     """The app with its lifespan running and its model loaded, behind an httpx client."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        service: Service = app.state.service
-        await service.wait_loaded()
+        running = Running(app.state.door, app.state.engine)
+        await running.engine.wait_loaded()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            yield InProcess(client, service)
+            yield InProcess(client, running)
 
 
 MakeClient = Callable[..., AbstractAsyncContextManager[InProcess]]
@@ -89,7 +98,7 @@ MakeClient = Callable[..., AbstractAsyncContextManager[InProcess]]
 
 @pytest.fixture
 def make_client(make_settings: Callable[..., Settings]) -> MakeClient:
-    """``async with make_client(api_key=...) as (client, service)``: an app with those settings."""
+    """``async with make_client(api_key=...) as (client, running)``: an app with those settings."""
 
     def make(**overrides: Any) -> AbstractAsyncContextManager[InProcess]:
         return serve_in_process(make_settings(**overrides))
@@ -133,10 +142,11 @@ class GatedBackend:
         self.inner.warmup(max_batch_size)
 
 
-def gate_model(service: Service, open_gate: bool = False) -> GatedBackend:
-    """Put a ``GatedBackend`` in front of the service's loaded backend."""
-    assert service.model is not None
-    classifier = service.model.classifier
+def gate_model(running: Running, open_gate: bool = False) -> GatedBackend:
+    """Put a ``GatedBackend`` in front of the serving model's backend."""
+    serving = running.engine.host.serving
+    assert serving is not None
+    classifier = serving.classifier
     gated = GatedBackend(classifier.backend)
     if open_gate:
         gated.gate.set()

@@ -26,8 +26,8 @@ async def wait_entered(event: threading.Event) -> None:
 
 
 async def test_a_full_queue_answers_503_overloaded_at_once(make_client: MakeClient, cat_jpeg: bytes) -> None:
-    async with make_client(max_batch_size=1, max_queue_size=1, max_batch_delay_ms=0) as (client, service):
-        gated = gate_model(service)
+    async with make_client(max_batch_size=1, max_queue_size=1, max_batch_delay_ms=0) as (client, running):
+        gated = gate_model(running)
         first = asyncio.create_task(client.post("/predict", content=cat_jpeg, headers=JPEG))
         await wait_entered(gated.entered)
         # While the model is busy at most two more fit: one collected as the next batch, one queued.
@@ -45,8 +45,8 @@ async def test_a_full_queue_answers_503_overloaded_at_once(make_client: MakeClie
 
 
 async def test_expired_requests_get_504_and_never_reach_the_model(make_client: MakeClient, cat_jpeg: bytes) -> None:
-    async with make_client(max_batch_size=1, request_timeout_s=1.0) as (client, service):
-        gated = gate_model(service)
+    async with make_client(max_batch_size=1, request_timeout_s=1.0) as (client, running):
+        gated = gate_model(running)
         first = asyncio.create_task(client.post("/predict", content=cat_jpeg, headers=JPEG))
         await wait_entered(gated.entered)
         second = await client.post("/predict", content=cat_jpeg, headers=JPEG)
@@ -61,8 +61,8 @@ async def test_expired_requests_get_504_and_never_reach_the_model(make_client: M
 async def test_a_failing_batch_is_a_bare_500_and_the_service_keeps_serving(
     make_client: MakeClient, cat_jpeg: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with make_client() as (client, service):
-        gated = gate_model(service, open_gate=True)
+    async with make_client() as (client, running):
+        gated = gate_model(running, open_gate=True)
         gated.fail_next = True
         with caplog.at_level(logging.ERROR):
             failed = await client.post("/predict", content=cat_jpeg, headers=JPEG)
@@ -75,9 +75,9 @@ async def test_a_failing_batch_is_a_bare_500_and_the_service_keeps_serving(
 
 
 async def test_going_ready_logs_the_model_it_serves(make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="app.engine.service"):
-        async with make_client() as (_, service):
-            assert service.startup_error is None
+    with caplog.at_level(logging.INFO, logger="app.engine.host"):
+        async with make_client() as (_, running):
+            assert running.engine.startup_error is None
     (ready,) = [r for r in caplog.records if r.getMessage() == "ready"]
     assert (ready.model, ready.arch, ready.device, ready.backend) == ("resnet50", "resnet50", "cpu", "torch")  # type: ignore[attr-defined]
     assert len(ready.version) == 12  # type: ignore[attr-defined]
@@ -86,8 +86,8 @@ async def test_going_ready_logs_the_model_it_serves(make_client: MakeClient, cap
 async def test_a_model_that_cannot_load_leaves_the_service_live_but_not_ready(
     make_client: MakeClient, tmp_path: Path, cat_jpeg: bytes
 ) -> None:
-    async with make_client(model_path=tmp_path / "missing.safetensors") as (client, service):
-        assert service.startup_error is not None and "no such file" in str(service.startup_error)
+    async with make_client(model_path=tmp_path / "missing.safetensors") as (client, running):
+        assert running.engine.startup_error is not None and "no such file" in str(running.engine.startup_error)
         assert (await client.get("/health/live")).status_code == 200
         ready = await client.get("/health/ready")
         assert_error(ready, 503, "not_ready")
@@ -100,12 +100,12 @@ async def test_a_model_that_cannot_load_leaves_the_service_live_but_not_ready(
 async def test_draining_refuses_new_requests_and_waits_for_accepted_ones(
     make_client: MakeClient, cat_jpeg: bytes
 ) -> None:
-    async with make_client() as (client, service):
-        gated = gate_model(service)
+    async with make_client() as (client, running):
+        gated = gate_model(running)
         accepted = asyncio.create_task(client.post("/predict", content=cat_jpeg, headers=JPEG))
         await wait_entered(gated.entered)
-        service.begin_drain()
-        draining = asyncio.create_task(service.drain())
+        running.door.begin_drain()
+        draining = asyncio.create_task(running.door.drain())
         assert_error(await client.get("/health/ready"), 503, "not_ready")
         late = await client.post("/predict", content=cat_jpeg, headers=JPEG)
         assert "shutting down" in assert_error(late, 503, "not_ready")["message"]

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
+from app.capacity import Capacity
 from app.engine.batcher import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, DynamicBatcher, Outcome, QueueFull
-from app.engine.capacity import Capacity
 
 pytestmark = pytest.mark.anyio
 LATER = 3600.0  # a deadline nobody reaches in a test

@@ -14,8 +14,8 @@ from PIL import Image
 
 from app.engine.backends.torch_backend import TorchBackend
 from app.engine.classifier import Classifier, EncodedJpeg
-from app.engine.errors import ImageTooLarge, InvalidImage
 from app.engine.preparing import ImagePreparer
+from app.errors import ImageTooLarge, InvalidImage
 from model import EvalPreset, load_checkpoint
 from tests.conftest import encode, photo
 

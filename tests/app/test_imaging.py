@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.engine.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 from app.engine.imaging import decode_image
+from app.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 from tests.conftest import encode, photo
 
 LIMIT = 10_000_000

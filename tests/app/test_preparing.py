@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.engine import preparing
-from app.engine.errors import InvalidImage
 from app.engine.preparing import (
     GPU_DECODE_MAX_PIXELS,
     EncodedJpeg,
@@ -28,6 +27,7 @@ from app.engine.preparing import (
     _groups,
     decode_threads,
 )
+from app.errors import InvalidImage
 from model import EvalPreset
 from model.decoding import decode_for_eval
 from tests.conftest import TINY_PREPROCESSING, encode, photo

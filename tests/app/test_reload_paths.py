@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.engine.errors import InvalidModel
-from app.engine.reload import ModelState, ReloadOutcome, resolve_requested
+from app.engine.client import ModelState, ReloadOutcome
+from app.engine.reload import resolve_requested
+from app.errors import InvalidModel
 
 
 @pytest.fixture

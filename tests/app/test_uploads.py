@@ -13,7 +13,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.types import Message
 
-from app.engine.errors import MissingFile, PayloadTooLarge
+from app.errors import MissingFile, PayloadTooLarge
 from app.http.uploads import read_multipart_files, read_single_upload
 from benchmarks.loadgen import multipart_upload
 from tests.conftest import encode

@@ -12,7 +12,7 @@ import json
 import httpx
 import pytest
 
-from app.engine.metrics import Metrics
+from app.metrics import Metrics
 from tests.app.conftest import RunningServer
 from tests.deploy.manifests import DEPLOY, OVERLAYS, Doc, api_pod, config_env, one
 from tests.deploy.promql import SYNTHETIC, exposed_names, metric_names

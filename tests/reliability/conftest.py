@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.engine.service import Service as AppService
+from app.metrics import Metrics
 from tests.reliability.support.service import Service
 from tests.reliability.support.suite import API_KEY, Workspace
 
@@ -52,9 +53,13 @@ def server(workspace: Workspace, request: pytest.FixtureRequest) -> Iterator[Ser
         yield service
 
 
-def app_metric(service: AppService, name: str, **labels: str) -> float:
-    """One sample of an in-process service's metrics (0 when absent)."""
-    for family in text_string_to_metric_families(service.metrics.render().decode()):
+class HasMetrics(Protocol):
+    metrics: Metrics
+
+
+def app_metric(holder: HasMetrics, name: str, **labels: str) -> float:
+    """One sample of an in-process app's metrics (its door's; 0 when absent)."""
+    for family in text_string_to_metric_families(holder.metrics.render().decode()):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
                 return sample.value

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from app.http import auth
+from app.front import auth
 from benchmarks.images import benchmark_jpegs
 from tests.reliability.conftest import GuardedServer
 from tests.reliability.support.access import (

@@ -13,12 +13,11 @@ from unittest.mock import ANY
 import pytest
 import uvicorn
 
+from app.capacity import Capacity
 from app.engine.batcher import DynamicBatcher, Outcome
-from app.engine.capacity import Capacity
-from app.engine.service import Service as AppService
-from app.http.app import create_app
+from app.process.assemble import create_app
 from benchmarks.images import benchmark_jpegs
-from tests.app.conftest import gate_model, serve_in_process
+from tests.app.conftest import Running, gate_model, serve_in_process
 from tests.app.test_api_lifecycle import wait_entered
 from tests.conftest import MakeSettings
 from tests.reliability.conftest import app_metric
@@ -62,21 +61,21 @@ async def test_a_disconnect_while_queued_leaves_no_task_behind(make_settings: Ma
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
     serving = asyncio.create_task(server.serve())
-    service: AppService = app.state.service
+    running = Running(app.state.door, app.state.engine)
     while not server.started:
         await asyncio.sleep(0.01)
-    await service.wait_loaded()
+    await running.engine.wait_loaded()
     idle = len(asyncio.all_tasks())
     url, body = f"http://127.0.0.1:{port}", benchmark_jpegs()[0]
-    gated = gate_model(service)
+    gated = gate_model(running)
     first = await _open(port, request_bytes(url, body, "first"))
     await wait_entered(gated.entered)
     queued = [await _open(port, request_bytes(url, body, f"queued-{i}")) for i in range(4)]
-    while app_metric(service, "inference_decode_duration_seconds_count") < 5:
+    while app_metric(running.door, "inference_decode_duration_seconds_count") < 5:
         await asyncio.sleep(0.01)
     for _, writer in queued[:3]:
         writer.transport.abort()  # hang up
-    while app_metric(service, "inference_rejections_total", reason="disconnected") < 3:
+    while app_metric(running.door, "inference_rejections_total", reason="disconnected") < 3:
         await asyncio.sleep(0.01)
     gated.gate.set()
     for reader, writer in (first, queued[3]):
@@ -134,7 +133,7 @@ async def test_a_slow_upload_holds_no_place_and_meets_its_deadline(make_settings
         await asyncio.sleep(30)  # the rest never comes in time
         yield body[1000:]
 
-    async with serve_in_process(settings) as (client, service):
+    async with serve_in_process(settings) as (client, running):
         slow = [asyncio.create_task(client.post("/predict", content=stalled(), headers=JPEG)) for _ in range(3)]
         await asyncio.sleep(0.2)
         served = await client.post("/predict", content=body, headers=JPEG)
@@ -143,4 +142,4 @@ async def test_a_slow_upload_holds_no_place_and_meets_its_deadline(make_settings
     assert served.status_code == 200
     assert [(r.status_code, r.json()["error"]["code"]) for r in timed_out] == [(504, "timeout")] * 3
     assert 'inference_rejections_total{reason="timeout"} 3.0' in metrics
-    assert service.queue_depth() == 0
+    assert running.engine.host.queue_depth() == 0

@@ -21,7 +21,10 @@ from tests.reliability.support.service import Service, free_port
 from tests.reliability.support.suite import CROP, REQUEST_TIMEOUT_S, Workspace
 from tests.reliability.support.v2fuzz import run_v2_fuzzing
 
-HEALTH_MS = 100  # /health/live may never take longer while a hostile request is handled
+# /health/live while a hostile request is handled. The target is 100 ms, checked by the full runner's figures on a
+# quiet machine (docs/reliability.md); here, on a loaded CI machine, the bound catches what the target is about:
+# the 0.9-1.4 s stalls one request caused before, without failing on scheduling noise.
+HEALTH_MS = 250
 
 
 @pytest.fixture(scope="module")

@@ -53,19 +53,19 @@ async def test_a_full_pipeline_refuses_before_reading_the_body(make_settings: Ma
             pulled += 1
             yield body[start : start + 4096]
 
-    async with serve_in_process(settings) as (client, service):
-        gated = gate_model(service)
+    async with serve_in_process(settings) as (client, running):
+        gated = gate_model(running)
         first = asyncio.create_task(client.post("/predict", content=body, headers=JPEG))
         await wait_entered(gated.entered)
         # One image in the model, one collected as the next batch, one queued: the limit of 1 + 2 x 1.
         held = [asyncio.create_task(client.post("/predict", content=body, headers=JPEG)) for _ in range(2)]
-        while service.queue_depth() < 2:
+        while running.engine.host.queue_depth() < 2:
             await asyncio.sleep(0.01)
-        decoded = app_metric(service, "inference_decode_duration_seconds_count")
+        decoded = app_metric(running.door, "inference_decode_duration_seconds_count")
         refused = await client.post("/predict", content=counted_body(), headers=JPEG)
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
         assert pulled == 0
-        assert app_metric(service, "inference_decode_duration_seconds_count") == decoded
+        assert app_metric(running.door, "inference_decode_duration_seconds_count") == decoded
         gated.gate.set()
         assert [r.status_code for r in await asyncio.gather(first, *held)] == [200, 200, 200]
 
@@ -75,10 +75,10 @@ async def test_the_heap_is_frozen_once_the_model_is_ready(make_settings: MakeSet
     """The objects of torch, ONNX and the model are moved out of the collector's reach, so a full collection
     under load does not pause every request for hundreds of milliseconds."""
     settings = make_settings(decode_threads=2, max_batch_delay_ms=4)
-    async with serve_in_process(settings) as (_, service):
+    async with serve_in_process(settings) as (_, running):
         config = uvicorn.Config(_no_app, log_config=None)
         config.load()
-        server = DrainingServer(config, service, in_process_reload(service.reload))
+        server = DrainingServer(config, running.door, running.engine, in_process_reload(running.engine.reload))
         gc.unfreeze()
         try:
             await server.on_tick(0)

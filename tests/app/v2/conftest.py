@@ -1,5 +1,5 @@
 """Fixtures for the Open Inference Protocol: a model description for the codecs, answers from the engine's
-own ``Served``, and the app in process with its gRPC server on a free loopback port, driven by real clients
+own ``Answer``, and the app in process with its gRPC server on a free loopback port, driven by real clients
 (httpx for REST; tritonclient's gRPC client, or its stub for requests tritonclient would refuse to build)."""
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
-import torch
 import tritonclient.grpc.aio as triton_grpc_aio
 from tritonclient.grpc import service_pb2 as triton_pb
 from tritonclient.grpc import service_pb2_grpc as triton_pb_grpc
 
 from app.config import Settings
-from app.engine.loaded import ModelRef, Served
-from app.engine.service import Service
+from app.engine.client import Answer, ModelInfo
 from app.v2.grpc_server import start_grpc_server
-from tests.app.conftest import serve_in_process
+from tests.app.conftest import Running, serve_in_process
 
 LABELS = ["cat", "coffee", "rocket"]
 VERSION = "abcdef012345"
@@ -43,9 +42,25 @@ def model() -> ModelShape:
     return ModelShape()
 
 
-def served(*probs: float) -> Served:
+MODEL = ModelInfo(
+    name="resnet50",
+    version=VERSION,
+    arch="resnet50",
+    labels=tuple(LABELS),
+    crop_size=4,
+    trained=True,
+    source="test",
+    created_at="2026-01-01T00:00:00+00:00",
+    device="cpu",
+    precision="fp32",
+    backend="torch",
+    loaded_at="2026-01-01T00:00:01+00:00",
+)
+
+
+def served(*probs: float) -> Answer:
     """One image's answer over ``LABELS``."""
-    return Served(torch.tensor(probs), ModelRef("resnet50", VERSION), LABELS, 0.001, 0.002, 0.003, 1)
+    return Answer(np.array(probs, dtype=np.float32), MODEL, 0.001, 0.002, 0.003, 1)
 
 
 def element(data: bytes) -> bytes:
@@ -82,7 +97,7 @@ class V2App:
     rest: httpx.AsyncClient
     triton: triton_grpc_aio.InferenceServerClient
     stub: triton_pb_grpc.GRPCInferenceServiceStub
-    service: Service
+    running: Running
     headers: dict[str, str]  # the API key header, when the service has one
     metadata: tuple[tuple[str, str], ...]
 
@@ -101,8 +116,8 @@ class V2App:
 
 @asynccontextmanager
 async def serve_v2(settings: Settings) -> AsyncIterator[V2App]:
-    async with serve_in_process(settings) as (client, service):
-        server = await start_grpc_server(service, "127.0.0.1", 0)
+    async with serve_in_process(settings) as (client, running):
+        server = await start_grpc_server(running.door, settings, port=0)
         target = f"127.0.0.1:{server.port}"
         channel = grpc.aio.insecure_channel(target)
         triton = triton_grpc_aio.InferenceServerClient(target)
@@ -110,7 +125,7 @@ async def serve_v2(settings: Settings) -> AsyncIterator[V2App]:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         metadata = (("authorization", f"Bearer {key}"),) if key else ()
         try:
-            yield V2App(client, triton, triton_pb_grpc.GRPCInferenceServiceStub(channel), service, headers, metadata)
+            yield V2App(client, triton, triton_pb_grpc.GRPCInferenceServiceStub(channel), running, headers, metadata)
         finally:
             await triton.close()
             await channel.close()

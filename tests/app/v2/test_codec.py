@@ -9,10 +9,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
-import torch
 import tritonclient.http as triton_http
 
-from app.engine.errors import InvalidParameter
+from app.errors import InvalidParameter
 from app.v2.codec import decode_infer_request, encode_infer_response
 from app.v2.tensors import InvalidRequest, RequestedOutput, output_tensor
 from tests.app.v2.conftest import ModelShape, served
@@ -54,9 +53,9 @@ def test_fp32_input_from_binary_and_from_json(model: ModelShape) -> None:
     from_json = decode_infer_request(
         json.dumps({"inputs": [{**spec, "data": values.tolist()}]}).encode(), None, model, 8
     ).batch
-    assert isinstance(from_binary, torch.Tensor) and isinstance(from_json, torch.Tensor)
-    assert torch.equal(from_binary, torch.from_numpy(values.reshape(2, 3, 4, 4)))
-    assert torch.equal(from_json, from_binary)
+    assert isinstance(from_binary, np.ndarray) and isinstance(from_json, np.ndarray)
+    assert from_binary.dtype == np.float32 and np.array_equal(from_binary, values.reshape(2, 3, 4, 4))
+    assert np.array_equal(from_json, from_binary)
 
 
 def test_requested_output_classification_and_binary_flags(model: ModelShape) -> None:
@@ -85,7 +84,7 @@ def test_tritonclients_own_request_bodies_decode(model: ModelShape) -> None:
     tensor = triton_http.InferInput("input", [1, 3, 4, 4], "FP32").set_data_from_numpy(pixels)
     body, json_size = triton_http.InferenceServerClient.generate_request_body([tensor])
     request = decode_infer_request(body, str(json_size), model, 8)
-    assert torch.equal(request.batch, torch.from_numpy(pixels))  # type: ignore[arg-type]
+    assert np.array_equal(request.batch, pixels)  # type: ignore[arg-type]
     assert request.output == RequestedOutput(0, binary=True)  # no outputs named: tritonclient asks for binary
 
 

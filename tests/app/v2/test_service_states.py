@@ -29,13 +29,13 @@ def grpc_infer(v2: V2App, **call: object) -> asyncio.Task[object]:
 
 async def test_a_full_queue_is_refused_at_once_over_both(make_v2: MakeV2) -> None:
     async with make_v2(max_batch_size=1, max_queue_size=1, max_batch_delay_ms=0) as v2:
-        gated = gate_model(v2.service)
+        gated = gate_model(v2.running)
         rest = [asyncio.ensure_future(v2.rest_infer(IMAGE))]
         await wait_entered(gated.entered)
         # One image in the model, one collected as the next batch, one queued: the limit of 1 + 2 x 1.
         rest.append(asyncio.ensure_future(v2.rest_infer(IMAGE)))
         over_grpc = grpc_infer(v2)
-        await eventually(lambda: v2.service.queue_depth() >= 2)
+        await eventually(lambda: v2.running.engine.host.queue_depth() >= 2)
         refused = await v2.rest_infer(IMAGE)
         assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
         assert "retry shortly" in refused.json()["error"]
@@ -45,12 +45,12 @@ async def test_a_full_queue_is_refused_at_once_over_both(make_v2: MakeV2) -> Non
         gated.gate.set()
         assert [answer.status_code for answer in await asyncio.gather(*rest)] == [200, 200]
         assert (await over_grpc).model_name == "resnet50"  # type: ignore[attr-defined]
-        assert app_metric(v2.service, "inference_rejections_total", reason="overloaded") == 2
+        assert app_metric(v2.running.door, "inference_rejections_total", reason="overloaded") == 2
 
 
 async def test_requests_past_their_deadline_are_504_and_deadline_exceeded(make_v2: MakeV2) -> None:
     async with make_v2(max_batch_size=1, request_timeout_s=1.0) as v2:
-        gated = gate_model(v2.service)
+        gated = gate_model(v2.running)
         first = asyncio.ensure_future(v2.rest_infer(IMAGE))
         await wait_entered(gated.entered)
         late = await v2.rest_infer(IMAGE)
@@ -64,12 +64,14 @@ async def test_requests_past_their_deadline_are_504_and_deadline_exceeded(make_v
 
 async def test_draining_refuses_new_calls_and_finishes_admitted_ones(make_v2: MakeV2) -> None:
     async with make_v2() as v2:
-        gated = gate_model(v2.service)
+        gated = gate_model(v2.running)
         admitted = [asyncio.ensure_future(v2.rest_infer(IMAGE)), grpc_infer(v2)]
         await wait_entered(gated.entered)
-        await eventually(lambda: app_metric(v2.service, "inference_decode_duration_seconds_count") >= 2)  # admitted
-        v2.service.begin_drain()
-        draining = asyncio.ensure_future(v2.service.drain())
+        await eventually(
+            lambda: app_metric(v2.running.door, "inference_decode_duration_seconds_count") >= 2
+        )  # admitted
+        v2.running.door.begin_drain()
+        draining = asyncio.ensure_future(v2.running.door.drain())
         late = await v2.rest_infer(IMAGE)
         assert (late.status_code, late.headers["retry-after"]) == (503, "5")
         assert late.json() == {"error": "the service is shutting down"}
@@ -103,7 +105,7 @@ async def test_a_model_that_cannot_load_is_not_ready_over_both(make_v2: MakeV2, 
 
 async def test_a_failing_batch_is_a_bare_internal_error(make_v2: MakeV2, caplog: pytest.LogCaptureFixture) -> None:
     async with make_v2() as v2:
-        gated = gate_model(v2.service, open_gate=True)
+        gated = gate_model(v2.running, open_gate=True)
         with caplog.at_level(logging.ERROR):
             gated.fail_next = True
             failed = await v2.rest_infer(IMAGE)
@@ -121,7 +123,7 @@ async def test_a_failing_batch_is_a_bare_internal_error(make_v2: MakeV2, caplog:
 
 async def test_a_grpc_client_that_gives_up_has_its_images_dropped(make_v2: MakeV2) -> None:
     async with make_v2(max_batch_size=1) as v2:
-        gated = gate_model(v2.service)
+        gated = gate_model(v2.running)
         first = asyncio.ensure_future(v2.rest_infer(IMAGE))
         await wait_entered(gated.entered)
         # The client's deadline, sooner than the service's, becomes the request's.
@@ -129,14 +131,14 @@ async def test_a_grpc_client_that_gives_up_has_its_images_dropped(make_v2: MakeV
             await v2.stub.ModelInfer(IMAGE.grpc_request(), timeout=0.5)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         cancelled = v2.stub.ModelInfer(IMAGE.grpc_request())
-        await eventually(lambda: app_metric(v2.service, "inference_decode_duration_seconds_count") >= 3)
+        await eventually(lambda: app_metric(v2.running.door, "inference_decode_duration_seconds_count") >= 3)
         cancelled.cancel()
-        await eventually(lambda: app_metric(v2.service, "inference_requests_total", route="grpc", code="499") >= 1)
+        await eventually(lambda: app_metric(v2.running.door, "inference_requests_total", route="grpc", code="499") >= 1)
         gated.gate.set()
         assert (await first).status_code == 200
     assert gated.calls == [1]  # neither reached the model
-    assert app_metric(v2.service, "inference_requests_total", route="grpc", code="504") == 1
-    assert app_metric(v2.service, "inference_rejections_total", reason="disconnected") == 1
+    assert app_metric(v2.running.door, "inference_requests_total", route="grpc", code="504") == 1
+    assert app_metric(v2.running.door, "inference_rejections_total", reason="disconnected") == 1
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float = 20) -> None:

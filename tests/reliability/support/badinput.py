@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from app.engine.backends import resolve_runtime
 from app.engine.classifier import load_classifier
-from app.engine.errors import ServiceError
+from app.errors import ServiceError
 from tests.reliability.support.corpus import Outcome, all_cases, outcome_label, run_cases
 from tests.reliability.support.fuzzing import hostile_images, http_requests
 from tests.reliability.support.rawhttp import Hang, RawRequest, exchange

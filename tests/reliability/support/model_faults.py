@@ -15,8 +15,8 @@ import torch
 
 from app.config import Settings
 from app.engine.backends import Backend
-from app.engine.service import Service
-from app.http.app import create_app
+from app.engine.local import LocalEngine
+from app.process.assemble import create_app
 
 
 class FlakyBackend:
@@ -91,10 +91,10 @@ async def run_forward_faults(
     """``requests`` concurrent predictions while every ``period``-th batch fails, then one more."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        service: Service = app.state.service
-        await service.wait_loaded()
-        assert service.model is not None, service.startup_error
-        classifier = service.model.classifier
+        engine: LocalEngine = app.state.engine
+        await engine.wait_loaded()
+        assert engine.host.serving is not None, engine.startup_error
+        classifier = engine.host.serving.classifier
         flaky = FlakyBackend(classifier.backend, period)
         classifier.backend = flaky
         transport = httpx.ASGITransport(app=app)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.engine.errors import Overloaded
+from app.errors import Overloaded
 
 MAX_BATCH_SIZE = 256  # the largest batch a backend is asked to run (and the batch-size histogram's top)
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics (docs/design.md §5), each service instance with its own registry.
+"""Prometheus metrics (docs/design.md §5), one registry per app: the door, the edges and the engine record into it.
 
 Units are seconds; latencies are histograms so they aggregate across replicas. With several worker
 processes (``SERVE_WORKERS``, app/process/workers.py) ``PROMETHEUS_MULTIPROC_DIR`` is set: every worker writes
@@ -15,7 +15,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from app.engine.capacity import MAX_BATCH_SIZE
+from app.capacity import MAX_BATCH_SIZE
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -76,9 +76,12 @@ class Metrics:
     ) -> Histogram:
         return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
 
-    def track_load(self, queue_depth: Callable[[], float], images_in_flight: Callable[[], float]) -> None:
-        """Read the queue depth and the images in flight at scrape time, from the service itself."""
+    def track_queue_depth(self, queue_depth: Callable[[], float]) -> None:
+        """Read the queue depth at scrape time, from the engine itself."""
         self._track(self.queue_depth, queue_depth)
+
+    def track_images_in_flight(self, images_in_flight: Callable[[], float]) -> None:
+        """Read the images admitted and not yet answered at scrape time, from the door itself."""
         self._track(self.images_in_flight, images_in_flight)
 
     def show_model(self, labels: dict[str, str]) -> None:
